@@ -1,0 +1,128 @@
+"""The catalogue of choices a layer can take, and their exact parameter counts.
+
+This module is the single source of the names that `tnas.nn` registers (a test checks that the
+two agree) and of each block's parameter count as a formula, so that constraints such as
+`params <= 20e6` are checked without importing torch. `tests/nn` checks every formula against
+`sum(p.numel() for p in module.parameters())` of the built module.
+
+>>> mixer_params("attention", d_model=64, n_heads=4, dconv_kernel=0, conv_kernel=0,
+...              state_size=0, max_seq_len=128)
+16384
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+# Knob names a layer can carry beyond `mixer`, `ffn_dim`, `activation` and `bits`.
+MIXER_OPTIONS = ("n_heads", "dconv_kernel", "conv_kernel", "state_size")
+
+# Long convolution: SGConv sub-kernels of this many taps, one per scale (see `long_conv_scales`).
+LONG_CONV_BASE_TAPS = 16
+
+
+@dataclass(frozen=True)
+class MixerSpec:
+    """What a mixer reads from its `LayerConfig` and a one-line description."""
+
+    name: str
+    uses: frozenset[str]
+    summary: str
+
+
+MIXERS: dict[str, MixerSpec] = {
+    spec.name: spec
+    for spec in (
+        MixerSpec("attention", frozenset({"n_heads"}), "softmax multi-head attention"),
+        MixerSpec(
+            "mdha",
+            frozenset({"n_heads", "dconv_kernel"}),
+            "Primer multi-dconv-head attention (depthwise causal conv after Q, K, V)",
+        ),
+        MixerSpec("linear_attention", frozenset({"n_heads"}), "linear attention, ELU+1 features"),
+        MixerSpec("gla", frozenset({"n_heads"}), "gated linear attention, data-dependent decay"),
+        MixerSpec("retention", frozenset({"n_heads"}), "retention, fixed per-head decay"),
+        MixerSpec("pool", frozenset({"conv_kernel"}), "causal average pooling (PoolFormer)"),
+        MixerSpec(
+            "ssm",
+            frozenset({"state_size", "conv_kernel"}),
+            "Mamba-style selective state-space scan",
+        ),
+        MixerSpec("long_conv", frozenset(), "SGConv-style FFT long convolution"),
+    )
+}
+
+ACTIVATIONS: dict[str, str] = {
+    "relu": "ReLU",
+    "gelu": "GELU (tanh-free, exact)",
+    "silu": "SiLU / swish",
+    "squared_relu": "ReLU(x)^2 (Primer)",
+    "swiglu": "SiLU-gated linear unit (3 matrices)",
+    "geglu": "GELU-gated linear unit (3 matrices)",
+    "polyrelu": "sum_i a_i ReLU(x)^i, i=0..3 (PolyCom)",
+    "polynorm": "sum_i a_i RMSNorm(x^i) + b, i=1..3 (PolyCom)",
+}
+GLU_ACTIVATIONS = frozenset({"swiglu", "geglu"})
+# Learnable scalars an activation owns (PolyCom's polynomial coefficients).
+ACTIVATION_PARAMS = {"polyrelu": 4, "polynorm": 4}
+
+NORMS = ("layernorm", "rmsnorm")
+HEADS = ("lm", "classifier")
+BITS = (32, 16, 8, 4)
+
+
+def long_conv_scales(max_seq_len: int) -> int:
+    """Number of SGConv scales: each doubles the span, until the kernel covers `max_seq_len`."""
+    return 1 + max(0, math.ceil(math.log2(max_seq_len / LONG_CONV_BASE_TAPS)))
+
+
+def ssm_dt_rank(d_model: int) -> int:
+    """Mamba's low rank for the step-size projection."""
+    return math.ceil(d_model / 16)
+
+
+def mixer_params(
+    mixer: str,
+    *,
+    d_model: int,
+    n_heads: int,
+    dconv_kernel: int,
+    conv_kernel: int,
+    state_size: int,
+    max_seq_len: int,
+) -> int:
+    """Exact number of parameters of one mixer module (no biases unless stated)."""
+    D = d_model
+    if mixer in ("attention", "linear_attention", "retention"):
+        return 4 * D * D  # fused QKV (D, 3D) + output (D, D)
+    if mixer == "mdha":
+        return 4 * D * D + 3 * D * dconv_kernel  # + depthwise conv on Q, K, V, no bias
+    if mixer == "gla":
+        return 4 * D * D + D * n_heads + n_heads  # + per-head decay projection with bias
+    if mixer == "pool":
+        return 0
+    if mixer == "ssm":
+        R, N, K = ssm_dt_rank(D), state_size, conv_kernel
+        # in_proj (D, 2D), conv (D*K + D), x_proj (D, R+2N), dt_proj (R*D + D), A_log (D, N),
+        # skip D (D), out_proj (D, D)
+        return 3 * D * D + D * K + 3 * D + 2 * D * R + 3 * D * N
+    if mixer == "long_conv":
+        # kernel taps per scale, skip D, output projection (D, D)
+        return D * D + D * LONG_CONV_BASE_TAPS * long_conv_scales(max_seq_len) + D
+    raise KeyError(unknown_name("mixer", mixer, MIXERS))
+
+
+def ffn_params(d_model: int, ffn_dim: int, activation: str) -> int:
+    """Parameters of the FFN: up (and gate) and down projections, no biases."""
+    matrices = 3 if activation in GLU_ACTIVATIONS else 2
+    return matrices * d_model * ffn_dim + ACTIVATION_PARAMS.get(activation, 0)
+
+
+def norm_params(norm: str, d_model: int) -> int:
+    return 2 * d_model if norm == "layernorm" else d_model
+
+
+def unknown_name(kind: str, name: object, valid) -> str:
+    """The one-line message for a name that is not in a registry."""
+    return f"unknown {kind} {name!r}; valid: {', '.join(map(str, valid))}"

@@ -1,0 +1,228 @@
+"""`ArchConfig`: one point of a design space, the key of everything tnas stores.
+
+A config is a frozen dataclass of ints, strings and bools only, so that its canonical JSON (sorted
+keys, no whitespace) and therefore its hash are the same in every process and on every machine.
+Options a layer's mixer does not read are set to 0, so two configs that build the same network
+have the same hash.
+
+>>> cfg = ArchConfig(d_model=64, n_layers=2, layers=(LayerConfig(n_heads=4, ffn_dim=128),) * 2)
+>>> ArchConfig.from_json(cfg.to_json()) == cfg
+True
+>>> len(cfg.hash)
+64
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+
+from tnas.space.catalog import (
+    ACTIVATIONS,
+    BITS,
+    HEADS,
+    MIXER_OPTIONS,
+    MIXERS,
+    NORMS,
+    ffn_params,
+    mixer_params,
+    norm_params,
+    unknown_name,
+)
+
+
+class ConfigError(ValueError):
+    """A config that no network can be built from; the message is one line."""
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """One block: a token mixer, then an FFN. Fields the mixer does not use are stored as 0."""
+
+    mixer: str = "attention"
+    n_heads: int = 4
+    ffn_dim: int = 1024
+    activation: str = "gelu"
+    bits: int = 32
+    dconv_kernel: int = 3  # Primer MDHA: depthwise conv taps after Q, K, V
+    conv_kernel: int = 4  # pool: window; ssm: short causal conv taps
+    state_size: int = 16  # ssm: N, the state per channel
+
+    def __post_init__(self):
+        if self.mixer not in MIXERS:
+            raise ConfigError(unknown_name("mixer", self.mixer, MIXERS))
+        if self.activation not in ACTIVATIONS:
+            raise ConfigError(unknown_name("activation", self.activation, ACTIVATIONS))
+        if self.bits not in BITS:
+            raise ConfigError(unknown_name("bits", self.bits, BITS))
+        uses = MIXERS[self.mixer].uses
+        for name in MIXER_OPTIONS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if name not in uses:
+                object.__setattr__(self, name, 0)
+            elif value < 1:
+                raise ConfigError(f"{name} must be >= 1 for mixer {self.mixer!r}, got {value}")
+        if not isinstance(self.ffn_dim, int) or self.ffn_dim < 1:
+            raise ConfigError(f"ffn_dim must be a positive integer, got {self.ffn_dim!r}")
+
+    @property
+    def uses_heads(self) -> bool:
+        return "n_heads" in MIXERS[self.mixer].uses
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """A whole network: embeddings, `n_layers` blocks, a final norm and a head.
+
+    `head="lm"` is a causal language model (tied or untied output projection);
+    `head="classifier"` mean-pools the tokens and predicts one of `n_classes`.
+    """
+
+    d_model: int = 256
+    n_layers: int = 4
+    vocab_size: int = 256
+    max_seq_len: int = 256
+    norm: str = "layernorm"
+    tie_embeddings: bool = True
+    head: str = "lm"
+    n_classes: int = 0
+    layers: tuple[LayerConfig, ...] = field(default=())
+
+    def __post_init__(self):
+        layers = tuple(
+            layer if isinstance(layer, LayerConfig) else LayerConfig(**layer)
+            for layer in self.layers
+        ) or tuple(LayerConfig() for _ in range(self.n_layers))
+        object.__setattr__(self, "layers", layers)
+        for name in ("d_model", "n_layers", "vocab_size", "max_seq_len"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        if len(layers) != self.n_layers:
+            raise ConfigError(f"n_layers is {self.n_layers} but {len(layers)} layers are given")
+        if self.norm not in NORMS:
+            raise ConfigError(unknown_name("norm", self.norm, NORMS))
+        if self.head not in HEADS:
+            raise ConfigError(unknown_name("head", self.head, HEADS))
+        if self.head == "classifier":
+            if self.n_classes < 2:
+                raise ConfigError(f"a classifier needs n_classes >= 2, got {self.n_classes}")
+            object.__setattr__(self, "tie_embeddings", False)
+        elif self.n_classes != 0:
+            object.__setattr__(self, "n_classes", 0)
+        for i, layer in enumerate(layers):
+            if layer.uses_heads and self.d_model % layer.n_heads:
+                raise ConfigError(
+                    f"layer{i}: d_model {self.d_model} is not divisible by n_heads {layer.n_heads}"
+                )
+
+    def to_dict(self) -> dict:
+        return asdict(self) | {"layers": [asdict(layer) for layer in self.layers]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArchConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        layer_fields = {f.name for f in fields(LayerConfig)}
+        for i, layer in enumerate(data.get("layers", ())):
+            extra = sorted(set(layer) - layer_fields)
+            if extra:
+                raise ConfigError(f"layer{i}: unknown field(s): {', '.join(extra)}")
+        return cls(**data)
+
+    def to_json(self) -> str:
+        """Canonical JSON: sorted keys, no whitespace. Equal configs give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> ArchConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ConfigError(f"config is not valid JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("config JSON must be an object")
+        return cls.from_dict(data)
+
+    @property
+    def hash(self) -> str:
+        """SHA-256 of the canonical JSON: the key in databases, caches and checkpoints."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()
+
+    @property
+    def short_hash(self) -> str:
+        return self.hash[:12]
+
+    def replace(self, **changes) -> ArchConfig:
+        return replace(self, **changes)
+
+    def derived(self) -> dict[str, float]:
+        """Quantities that constraints may name (`params <= 20e6`), computed without torch."""
+        return derived_quantities(self)
+
+
+def count_params(config: ArchConfig) -> int:
+    """Exact trainable parameter count of `build_model(config)` (tied weights counted once)."""
+    D = config.d_model
+    total = config.vocab_size * D + config.max_seq_len * D + norm_params(config.norm, D)
+    for layer in config.layers:
+        total += 2 * norm_params(config.norm, D)
+        total += mixer_params(
+            layer.mixer,
+            d_model=D,
+            n_heads=layer.n_heads,
+            dconv_kernel=layer.dconv_kernel,
+            conv_kernel=layer.conv_kernel,
+            state_size=layer.state_size,
+            max_seq_len=config.max_seq_len,
+        )
+        total += ffn_params(D, layer.ffn_dim, layer.activation)
+    if config.head == "classifier":
+        total += D * config.n_classes + config.n_classes
+    elif not config.tie_embeddings:
+        total += D * config.vocab_size
+    return total
+
+
+def derived_quantities(config: ArchConfig) -> dict[str, float]:
+    """Every name a constraint expression may use, for one config."""
+    layers = config.layers
+    head_layers = [layer for layer in layers if layer.uses_heads]
+    layer_params = [
+        mixer_params(
+            layer.mixer,
+            d_model=config.d_model,
+            n_heads=layer.n_heads,
+            dconv_kernel=layer.dconv_kernel,
+            conv_kernel=layer.conv_kernel,
+            state_size=layer.state_size,
+            max_seq_len=config.max_seq_len,
+        )
+        + ffn_params(config.d_model, layer.ffn_dim, layer.activation)
+        for layer in layers
+    ]
+    params = count_params(config)
+    quantized_bits = sum(p * layer.bits for p, layer in zip(layer_params, layers, strict=True))
+    return {
+        "params": params,
+        "d_model": config.d_model,
+        "n_layers": config.n_layers,
+        "vocab_size": config.vocab_size,
+        "max_seq_len": config.max_seq_len,
+        "total_heads": sum(layer.n_heads for layer in head_layers),
+        "max_heads": max((layer.n_heads for layer in head_layers), default=0),
+        "attention_layers": sum(layer.mixer in ("attention", "mdha") for layer in layers),
+        "mean_ffn_dim": sum(layer.ffn_dim for layer in layers) / len(layers),
+        "max_ffn_dim": max(layer.ffn_dim for layer in layers),
+        "mean_bits": quantized_bits / max(1, sum(layer_params)),
+        # block weights at their chosen bits, embeddings and head at 32
+        "weight_mb": (quantized_bits + 32 * (params - sum(layer_params))) / 8 / 1e6,
+    }
+
+
+DERIVED_NAMES = tuple(derived_quantities(ArchConfig(n_layers=1)).keys())
