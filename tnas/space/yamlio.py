@@ -16,8 +16,15 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError
-from pydantic import model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    ValidationError,
+    model_validator,
+)
 
 Path = tuple[str | int, ...]
 
@@ -95,17 +102,16 @@ def _to_data(loader: yaml.SafeLoader, node: yaml.Node, path: Path, where: Locato
     return loader.construct_object(node, deep=True)
 
 
-Scalar = StrictBool | StrictInt | float | str
-
-
 class ChoicesSpec(BaseModel):
     """`{choices: [a, b, ...]}`: a categorical knob."""
 
     model_config = ConfigDict(extra="forbid")
-    choices: list[Scalar] = Field(min_length=1)
+    choices: list[Any]  # each value is checked against its knob by `space.py`
 
     @model_validator(mode="after")
     def _distinct(self):
+        if not self.choices:
+            raise ValueError("empty domain: no choices")
         seen = []
         for value in self.choices:
             if any(type(value) is type(other) and value == other for other in seen):
@@ -126,7 +132,7 @@ class RangeSpec(BaseModel):
     @model_validator(mode="after")
     def _consistent(self):
         if self.low > self.high:
-            raise ValueError(f"empty range: low {self.low} > high {self.high}")
+            raise ValueError(f"empty domain: low {self.low} > high {self.high}")
         if self.log and self.step != 1:
             raise ValueError(f"a log range needs step 1, got step {self.step}")
         if self.log and self.low < 1:
@@ -138,7 +144,7 @@ class SpaceFile(BaseModel):
     """The top level of a design-space YAML file; knob specs are checked by `space.py`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    name: str
+    name: str = ""  # defaults to the file's stem
     paper: str = ""
     description: str = ""
     global_: dict[str, Any] = Field(default_factory=dict, alias="global")

@@ -1,0 +1,96 @@
+"""The CLI end to end, through Typer's runner (and a subprocess for import hygiene)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from tnas.cli import app
+from tnas.space import ArchConfig, count_params, load_space, preset_names
+
+runner = CliRunner()
+
+
+def run(*args: str, stdin: str | None = None):
+    return runner.invoke(app, list(args), input=stdin)
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_show_prints_the_size_of_every_preset(preset):
+    result = run("space", "show", preset)
+    assert result.exit_code == 0, result.output
+    size = load_space(preset).size()
+    assert "size:" in result.output
+    if size < 10**15:
+        assert f"{size:,}" in result.output
+    assert "example" in result.output
+
+
+@pytest.mark.parametrize("preset", preset_names())
+def test_every_sampled_config_builds_with_model_summary(preset, tmp_path):
+    result = run("space", "sample", preset, "-n", "3", "--seed", "7")
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 3
+    for i, line in enumerate(lines):
+        config = ArchConfig.from_json(line)
+        path = tmp_path / f"{i}.json"
+        path.write_text(line)
+        summary = run("model", "summary", str(path), "--json", "--seq-len", "16")
+        assert summary.exit_code == 0, summary.output
+        assert json.loads(summary.output)["params"] == count_params(config)
+
+
+def test_sample_is_reproducible_from_its_seed():
+    assert run("space", "sample", "mixers", "--seed", "3").output == run(
+        "space", "sample", "mixers", "--seed", "3"
+    ).output
+
+
+def test_summary_reads_a_config_from_stdin():
+    line = run("space", "sample", "primer", "-n", "1").output
+    result = run("model", "summary", "-", stdin=line)
+    assert result.exit_code == 0, result.output
+    assert "params" in result.output and "GFLOPs" in result.output
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("global: [1, 2\n", "space.yaml:"),
+        ("per_layer:\n  mixer: {choices: [attention, mamba]}\n", "unknown mixer 'mamba'"),
+        ("per_layer:\n  widths: {choices: [1]}\n", "widths"),
+        ("constraints: ['params <= 10']\n", "unsatisfiable"),
+    ],
+    ids=["not-yaml", "unknown-mixer", "unknown-knob", "impossible-constraint"],
+)
+def test_bad_space_is_one_line_and_exit_code_2(tmp_path, text, message):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    result = run("space", "validate", str(path))
+    assert result.exit_code == 2
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+def test_missing_space_file_and_broken_config(tmp_path):
+    missing = run("space", "show", str(tmp_path / "nope.yaml"))
+    assert missing.exit_code == 2 and "nope.yaml" in missing.output
+    broken = tmp_path / "c.json"
+    broken.write_text('{"d_model": 30, "n_layers": 1, "layers": [{"n_heads": 4}]}')
+    result = run("model", "summary", str(broken))
+    assert result.exit_code == 2
+    assert "not divisible by n_heads 4" in result.output
+
+
+def test_space_commands_do_not_import_torch():
+    code = (
+        "import sys; from typer.testing import CliRunner; from tnas.cli import app; "
+        "r = CliRunner().invoke(app, ['space', 'show', 'mixers']); "
+        "assert r.exit_code == 0, r.output; assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,818 @@
+"""`DesignSpace`: the set of `ArchConfig`s a search may choose from, read from YAML.
+
+A space names a domain for each knob: model-wide knobs under `global`, layer knobs with one value
+for every layer under `shared`, and layer knobs chosen layer by layer under `per_layer`; knobs not
+named keep the `ArchConfig` / `LayerConfig` defaults. Constraints such as `params <= 20e6` are
+checked on `ArchConfig.derived()`. Every config a space hands out is in the space and feasible.
+
+>>> space = load_space("primer")
+>>> config = space.sample(np.random.default_rng(0))
+>>> space.contains(config) and space.from_flat(space.to_flat(config)) == config
+True
+>>> len(space.encode(config)) == len(space.feature_names())
+True
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tnas.space.catalog import (
+    ACTIVATIONS,
+    BITS,
+    HEADS,
+    MIXER_OPTIONS,
+    MIXERS,
+    NORMS,
+    unknown_name,
+)
+from tnas.space.config import ArchConfig, ConfigError, LayerConfig
+from tnas.space.constraints import Constraint, ConstraintSyntaxError
+from tnas.space.yamlio import (
+    ChoicesSpec,
+    Locator,
+    RangeSpec,
+    SpaceError,
+    SpaceFile,
+    compose,
+    validate,
+)
+
+PRESETS = ("primer", "wide", "mixers", "simq", "matformer")
+
+# In suggestion order: `head` comes before the knobs whose visibility it decides.
+GLOBAL_KNOBS = (
+    "d_model",
+    "n_layers",
+    "vocab_size",
+    "max_seq_len",
+    "norm",
+    "head",
+    "tie_embeddings",
+    "n_classes",
+)
+LAYER_KNOBS = (
+    "mixer",
+    "n_heads",
+    "ffn_dim",
+    "activation",
+    "bits",
+    "dconv_kernel",
+    "conv_kernel",
+    "state_size",
+)
+_NAMED = {
+    "norm": NORMS,
+    "head": HEADS,
+    "mixer": tuple(MIXERS),
+    "activation": tuple(ACTIVATIONS),
+    "bits": BITS,
+}
+# Field defaults as declared (an instance would have zeroed the options its mixer does not read).
+_GLOBAL_DEFAULTS = {f.name: f.default for f in fields(ArchConfig)}
+_LAYER_DEFAULTS = {f.name: f.default for f in fields(LayerConfig)}
+SAMPLE_TRIES = 1000
+FEASIBILITY_SAMPLES = 2000
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that keeps `True` apart from `1`."""
+    return a == b and isinstance(a, bool) == isinstance(b, bool)
+
+
+@dataclass(frozen=True)
+class Fixed:
+    """One value, never searched."""
+
+    value: Any
+    fixed = True
+
+    @property
+    def values(self) -> Sequence:
+        return (self.value,)
+
+    def __contains__(self, value) -> bool:
+        return _same(value, self.value)
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.value
+
+    def text(self) -> str:
+        return str(self.value)
+
+
+@dataclass(frozen=True)
+class Choices:
+    """A categorical domain: strings, ints or bools."""
+
+    choices: tuple
+    fixed = False
+
+    @property
+    def values(self) -> Sequence:
+        return self.choices
+
+    @property
+    def categorical(self) -> bool:
+        """Strings are one-hot encoded; numbers and bools are scaled to [0, 1]."""
+        return any(isinstance(choice, str) for choice in self.choices)
+
+    def __contains__(self, value) -> bool:
+        return any(_same(value, choice) for choice in self.choices)
+
+    def sample(self, rng: np.random.Generator) -> Any:
+        return self.choices[int(rng.integers(len(self.choices)))]
+
+    def scale(self, value) -> float:
+        low, high = min(self.choices), max(self.choices)
+        return 0.0 if high == low else float(np.clip((value - low) / (high - low), 0.0, 1.0))
+
+    def suggest(self, trial, name: str) -> Any:
+        return trial.suggest_categorical(name, list(self.choices))
+
+    def text(self) -> str:
+        return "{" + ", ".join(map(str, self.choices)) + "}"
+
+
+@dataclass(frozen=True)
+class IntRange:
+    """Integers `low, low + step, ... <= high`; with `log`, sampled log-uniformly (step 1)."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+    fixed = False
+    categorical = False
+
+    @property
+    def values(self) -> range:
+        return range(self.low, self.high + 1, self.step)
+
+    def __contains__(self, value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value in self.values
+
+    def sample(self, rng: np.random.Generator) -> int:
+        if self.log:
+            value = int(math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1))))
+            return min(max(value, self.low), self.high)
+        return self.low + self.step * int(rng.integers(len(self.values)))
+
+    def scale(self, value) -> float:
+        if self.high == self.low:
+            return 0.0
+        if self.log:
+            ratio = math.log(max(value, self.low) / self.low) / math.log(self.high / self.low)
+        else:
+            ratio = (value - self.low) / (self.high - self.low)
+        return float(np.clip(ratio, 0.0, 1.0))
+
+    def suggest(self, trial, name: str) -> int:
+        high = self.values[-1]
+        if self.log:
+            return trial.suggest_int(name, self.low, high, log=True)
+        return trial.suggest_int(name, self.low, high, step=self.step)
+
+    def text(self) -> str:
+        high = self.values[-1]
+        if self.log:
+            return f"{self.low}..{high} log"
+        return f"{self.low}..{high}" + (f" step {self.step}" if self.step != 1 else "")
+
+
+Domain = Fixed | Choices | IntRange
+
+
+def _uses(mixer: str, knob: str) -> bool:
+    """Whether a layer with this mixer reads `knob` (mixer options are zeroed otherwise)."""
+    return knob not in MIXER_OPTIONS or knob in MIXERS[mixer].uses
+
+
+def _global_visible(knob: str, head: str) -> bool:
+    """`tie_embeddings` only matters for an LM head, `n_classes` only for a classifier."""
+    if knob == "tie_embeddings":
+        return head == "lm"
+    if knob == "n_classes":
+        return head == "classifier"
+    return True
+
+
+def _value_problem(knob: str, value: Any) -> str | None:
+    """Why `value` cannot be taken by `knob`, or None."""
+    if knob in _NAMED:
+        valid = _NAMED[knob]
+        if not any(_same(value, name) for name in valid):
+            return unknown_name(knob, value, valid)
+        return None
+    if knob == "tie_embeddings":
+        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+    least = 0 if knob == "n_classes" else 1
+    if not isinstance(value, int) or isinstance(value, bool) or value < least:
+        return f"must be an integer >= {least}, got {value!r}"
+    return None
+
+
+def _parse_domain(knob: str, spec: Any, path: tuple, where: Locator) -> Domain:
+    if isinstance(spec, list):
+        raise where.error(path, f"write a list of values as {{choices: {spec}}}")
+    if not isinstance(spec, dict):
+        problem = _value_problem(knob, spec)
+        if problem:
+            raise where.error(path, problem)
+        return Fixed(spec)
+    if "choices" in spec:
+        parsed = validate(ChoicesSpec, spec, path, where)
+        for i, value in enumerate(parsed.choices):
+            problem = _value_problem(knob, value)
+            if problem:
+                raise where.error(path + ("choices", i), problem)
+        return Choices(tuple(parsed.choices))
+    parsed = validate(RangeSpec, spec, path, where)
+    domain = IntRange(parsed.low, parsed.high, parsed.step, parsed.log)
+    if knob in _NAMED and knob != "bits" or knob == "tie_embeddings":
+        raise where.error(path, f"{knob} takes {{choices: [...]}}, not a range")
+    checked = domain.values if knob == "bits" else (domain.low,)
+    for value in checked:
+        problem = _value_problem(knob, value)
+        if problem:
+            raise where.error(path, problem)
+    return domain
+
+
+class DesignSpace:
+    """A set of architectures: knob domains, divisibility rules and constraints.
+
+    Build one with `load_space`, `DesignSpace.from_yaml` or `DesignSpace.from_dict`.
+
+    >>> space = DesignSpace.from_dict({
+    ...     "name": "tiny",
+    ...     "global": {"d_model": {"choices": [64, 96]}, "n_layers": {"low": 1, "high": 2}},
+    ...     "per_layer": {"mixer": {"choices": ["attention", "pool"]},
+    ...                   "n_heads": {"choices": [2, 4]}},
+    ...     "constraints": ["params <= 1e6"],
+    ... })
+    >>> space.max_depth, space.size()
+    (2, 24)
+    >>> config = space.sample(np.random.default_rng(0))
+    >>> space.contains(config), space.feasible(config)
+    (True, True)
+    """
+
+    def __init__(
+        self,
+        name: str,
+        globals_: Mapping[str, Domain],
+        layer_knobs: Mapping[str, Domain],
+        scopes: Mapping[str, str],
+        constraints: Sequence[Constraint] = (),
+        paper: str = "",
+        description: str = "",
+        source: str = "<dict>",
+    ):
+        self.name = name
+        self.paper = paper
+        self.description = description
+        self.source = source
+        self._globals = {
+            knob: globals_.get(knob, Fixed(_GLOBAL_DEFAULTS[knob])) for knob in GLOBAL_KNOBS
+        }
+        self._layer = {
+            knob: layer_knobs.get(knob, Fixed(_LAYER_DEFAULTS[knob])) for knob in LAYER_KNOBS
+        }
+        self._scopes = {knob: scopes.get(knob, "shared") for knob in LAYER_KNOBS}
+        self._named = set(globals_) | set(layer_knobs)
+        self._rules = tuple(constraints)
+        self.constraints = tuple(rule.text for rule in self._rules)
+        self.max_depth = max(self._globals["n_layers"].values)
+
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> DesignSpace:
+        """Load a space from a YAML file; every problem is a one-line `SpaceError` with `file:line`.
+
+        >>> import tempfile, os
+        >>> with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        ...     _ = f.write("name: t\\nglobal:\\n  d_model: {choices: [64, 128]}\\n")
+        >>> DesignSpace.from_yaml(f.name).size()
+        2
+        >>> os.unlink(f.name)
+        """
+        try:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise SpaceError(f"{path}: no such file") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
+            raise SpaceError(f"{path}: cannot read: {err}") from None
+        return cls._from_text(text, str(path))
+
+    @classmethod
+    def from_dict(cls, data: Mapping, source: str = "<dict>") -> DesignSpace:
+        """Build a space from already-parsed YAML data (errors carry `source`, no line)."""
+        return cls._from_data(data, Locator(source))
+
+    @classmethod
+    def _from_text(cls, text: str, source: str) -> DesignSpace:
+        data, where = compose(text, source)
+        return cls._from_data(data, where)
+
+    @classmethod
+    def _from_data(cls, data: Any, where: Locator) -> DesignSpace:
+        if not isinstance(data, Mapping):
+            raise where.error(
+                (),
+                f"a design space must be a mapping with sections name, global, shared, "
+                f"per_layer, constraints; got {type(data).__name__}",
+            )
+        spec = validate(SpaceFile, dict(data), (), where)
+        globals_: dict[str, Domain] = {}
+        layer_knobs: dict[str, Domain] = {}
+        scopes: dict[str, str] = {}
+        for knob, value in spec.global_.items():
+            path = ("global", knob)
+            if knob in LAYER_KNOBS:
+                raise where.error(
+                    path, f"{knob} is a layer knob; put it under shared or per_layer", key=True
+                )
+            if knob not in GLOBAL_KNOBS:
+                raise where.error(path, unknown_name("knob", knob, GLOBAL_KNOBS), key=True)
+            globals_[knob] = _parse_domain(knob, value, path, where)
+        for section in ("shared", "per_layer"):
+            for knob, value in getattr(spec, section).items():
+                path = (section, knob)
+                if knob in GLOBAL_KNOBS:
+                    raise where.error(path, f"{knob} is a global knob; put it under global", True)
+                if knob not in LAYER_KNOBS:
+                    raise where.error(path, unknown_name("knob", knob, LAYER_KNOBS), key=True)
+                if knob in layer_knobs:
+                    raise where.error(path, f"{knob} is in both shared and per_layer", key=True)
+                layer_knobs[knob] = _parse_domain(knob, value, path, where)
+                scopes[knob] = section
+        rules = []
+        for i, text in enumerate(spec.constraints):
+            try:
+                rules.append(Constraint.parse(text))
+            except ConstraintSyntaxError as err:
+                raise where.error(("constraints", i), str(err)) from None
+        space = cls(
+            spec.name or Path(where.source).stem,
+            globals_,
+            layer_knobs,
+            scopes,
+            rules,
+            paper=spec.paper,
+            description=spec.description,
+            source=where.source,
+        )
+        space._check(where)
+        return space
+
+    def _check(self, where: Locator) -> None:
+        """Cross-knob checks that a single knob's spec cannot catch."""
+        heads = self._layer["n_heads"]
+        if "n_heads" in self._named:
+            path = (self._scopes["n_heads"], "n_heads")
+        else:
+            path = ("global", "d_model")
+        if any(_uses(mixer, "n_heads") for mixer in self._layer["mixer"].values):
+            for d_model in self._globals["d_model"].values:
+                if not self._valid_heads(d_model):
+                    raise where.error(
+                        path, f"no n_heads in {heads.text()} divides d_model {d_model}"
+                    )
+        if "classifier" in self._globals["head"].values:
+            if any(n < 2 for n in self._globals["n_classes"].values):
+                raise where.error(("global", "head"), "a classifier head needs n_classes >= 2")
+        if self._rules:
+            self._check_satisfiable(where)
+
+    def _check_satisfiable(self, where: Locator) -> None:
+        rng = np.random.default_rng(0)
+        quantities = [self._build({}, rng).derived() for _ in range(FEASIBILITY_SAMPLES)]
+        for i, rule in enumerate(self._rules):
+            hits = sum(rule.holds(q) for q in quantities)
+            if hits == 0:
+                raise where.error(
+                    ("constraints", i),
+                    f"constraints are unsatisfiable: 0 of {FEASIBILITY_SAMPLES} sampled configs "
+                    f"satisfy {rule.text!r}",
+                )
+        if not any(all(rule.holds(q) for rule in self._rules) for q in quantities):
+            raise where.error(
+                ("constraints",),
+                f"constraints are unsatisfiable: 0 of {FEASIBILITY_SAMPLES} sampled configs "
+                f"satisfy all of {', '.join(map(repr, self.constraints))} together",
+                key=True,
+            )
+
+
+    def _valid_heads(self, d_model: int) -> list[int]:
+        return [n for n in self._layer["n_heads"].values if d_model % n == 0]
+
+    def _searched_globals(self) -> list[str]:
+        return [knob for knob in GLOBAL_KNOBS if not self._globals[knob].fixed]
+
+    def _searched_layer(self, scope: str) -> list[str]:
+        return [k for k in LAYER_KNOBS if self._scopes[k] == scope and not self._layer[k].fixed]
+
+    def _repair_heads(self, n_heads: int, d_model: int) -> int:
+        """The largest valid n_heads <= the given one, else the smallest valid one."""
+        valid = self._valid_heads(d_model)
+        below = [n for n in valid if n <= n_heads]
+        return max(below) if below else min(valid)
+
+
+    def _build(self, flat: Mapping[str, Any], rng: np.random.Generator | None = None) -> ArchConfig:
+        """A config from flat values; missing ones are sampled from `rng` (else an error).
+
+        Values must lie in their domains; an n_heads that does not divide d_model is repaired.
+        """
+
+        def pick(key: str, domain: Domain, d_model: int | None = None) -> Any:
+            if domain.fixed:
+                return domain.value
+            if key in flat:
+                value = flat[key]
+                if value not in domain:
+                    raise SpaceError(f"{key}={value!r} is not in its domain {domain.text()}")
+                return value
+            if rng is None:
+                raise SpaceError(f"flat config has no value for {key!r}")
+            if d_model is not None:  # n_heads: sample only the values that divide d_model
+                valid = self._valid_heads(d_model)
+                return valid[int(rng.integers(len(valid)))]
+            return domain.sample(rng)
+
+        head = pick("head", self._globals["head"])
+        values = {}
+        for knob in GLOBAL_KNOBS:
+            domain = self._globals[knob]
+            if knob == "head":
+                values[knob] = head
+            elif _global_visible(knob, head):
+                values[knob] = pick(knob, domain)
+            else:
+                values[knob] = domain.values[0]  # normalised by ArchConfig
+        d_model, n_layers = values["d_model"], values["n_layers"]
+        shared: dict[str, Any] = {}
+
+        def layer_value(i: int, knob: str) -> Any:
+            domain = self._layer[knob]
+            d = d_model if knob == "n_heads" else None
+            if self._scopes[knob] == "per_layer":
+                value = pick(f"layer{i}.{knob}", domain, d)
+            else:
+                if knob not in shared:
+                    shared[knob] = pick(knob, domain, d)
+                value = shared[knob]
+            if knob == "n_heads" and d_model % value:
+                value = self._repair_heads(value, d_model)
+            return value
+
+        layers = []
+        for i in range(n_layers):
+            mixer = layer_value(i, "mixer")
+            options = {k: layer_value(i, k) if _uses(mixer, k) else 0 for k in LAYER_KNOBS[1:]}
+            layers.append(LayerConfig(mixer=mixer, **options))
+        try:
+            return ArchConfig(**values, layers=tuple(layers))
+        except ConfigError as err:
+            raise SpaceError(str(err)) from None
+
+    def to_flat(self, config: ArchConfig) -> dict[str, Any]:
+        """The searched values of `config` under stable names: `d_model`, `activation` (shared),
+        `layer3.mixer`; only active layers and only options the layer's mixer reads.
+
+        >>> space = load_space("primer")
+        >>> config = space.sample(np.random.default_rng(0))
+        >>> space.from_flat(space.to_flat(config)) == config
+        True
+        """
+        flat: dict[str, Any] = {}
+        for knob in self._searched_globals():
+            if _global_visible(knob, config.head):
+                flat[knob] = getattr(config, knob)
+        for knob in self._searched_layer("shared"):
+            users = [layer for layer in config.layers if _uses(layer.mixer, knob)]
+            if users:
+                flat[knob] = getattr(users[0], knob)
+        per_layer = self._searched_layer("per_layer")
+        for i, layer in enumerate(config.layers):
+            for knob in per_layer:
+                if _uses(layer.mixer, knob):
+                    flat[f"layer{i}.{knob}"] = getattr(layer, knob)
+        return flat
+
+    def from_flat(self, flat: Mapping[str, Any]) -> ArchConfig:
+        """The config for a flat dict from `to_flat` or `suggest` (Optuna's `trial.params`).
+
+        Keys that are not knobs of this space are ignored. An n_heads that does not divide
+        d_model is repaired to the largest valid choice below it (else the smallest valid), so
+        every value Optuna suggests maps to a config. Raises `SpaceError` for a missing key or a
+        value outside its domain.
+        """
+        return self._build(flat)
+
+    def suggest(self, trial) -> ArchConfig:
+        """Ask an Optuna trial for a config, with the names of `to_flat`.
+
+        Only knobs that matter are suggested (a layer's `n_heads` only if its mixer uses heads,
+        layers only up to the suggested `n_layers`), so `trial.params` has the keys of
+        `to_flat(config)`, and `from_flat(trial.params) == config`. The values agree too, except
+        an n_heads that does not divide d_model, which is repaired (see `from_flat`).
+
+        >>> import optuna
+        >>> space = load_space("primer")
+        >>> study = optuna.create_study()
+        >>> trial = study.ask()
+        >>> config = space.suggest(trial)
+        >>> space.from_flat(trial.params) == config
+        True
+        """
+        flat: dict[str, Any] = {}
+        head = self._globals["head"].values[0]
+        for knob in self._searched_globals():
+            if _global_visible(knob, head):
+                flat[knob] = self._globals[knob].suggest(trial, knob)
+                if knob == "head":
+                    head = flat[knob]
+        n_layers = flat.get("n_layers", self._globals["n_layers"].values[0])
+        mixer = self._layer["mixer"]
+        if self._scopes["mixer"] == "per_layer" and not mixer.fixed:
+            mixers = [mixer.suggest(trial, f"layer{i}.mixer") for i in range(n_layers)]
+            flat.update({f"layer{i}.mixer": m for i, m in enumerate(mixers)})
+        else:
+            shared_mixer = mixer.value if mixer.fixed else mixer.suggest(trial, "mixer")
+            if not mixer.fixed:
+                flat["mixer"] = shared_mixer
+            mixers = [shared_mixer] * n_layers
+        for knob in self._searched_layer("shared"):
+            if knob != "mixer" and any(_uses(m, knob) for m in mixers):
+                flat[knob] = self._layer[knob].suggest(trial, knob)
+        for i, layer_mixer in enumerate(mixers):
+            for knob in self._searched_layer("per_layer"):
+                if knob != "mixer" and _uses(layer_mixer, knob):
+                    key = f"layer{i}.{knob}"
+                    flat[key] = self._layer[knob].suggest(trial, key)
+        return self.from_flat(flat)
+
+
+    def feasible(self, config: ArchConfig) -> bool:
+        """Whether `config` satisfies every constraint."""
+        quantities = config.derived()
+        return all(rule.holds(quantities) for rule in self._rules)
+
+    def constraint_values(self, config: ArchConfig) -> list[float]:
+        """One value per constraint, <= 0 when satisfied (Optuna's `constraints_func` format)."""
+        quantities = config.derived()
+        return [rule.value(quantities) for rule in self._rules]
+
+    def contains(self, config: ArchConfig) -> bool:
+        """Whether `config` is a point of this space: every searched value in its domain, fixed
+        values matching, shared values equal across the layers that read them, and feasible."""
+        if not isinstance(config, ArchConfig):
+            return False
+        try:
+            rebuilt = self._build(self.to_flat(config))
+        except SpaceError:
+            return False
+        return rebuilt == config and self.feasible(config)
+
+    def sample(self, rng: np.random.Generator) -> ArchConfig:
+        """A random feasible config: each knob uniform over its domain (log-uniform for log
+        ranges; n_heads uniform over the choices that divide d_model), rejection-sampled
+        against the constraints.
+
+        >>> space = load_space("wide")
+        >>> space.sample(np.random.default_rng(1)).derived()["total_heads"]
+        16
+        """
+        for _ in range(SAMPLE_TRIES):
+            config = self._build({}, rng)
+            if self.feasible(config):
+                return config
+        raise SpaceError(
+            f"{self.source}: no feasible config in {SAMPLE_TRIES} samples of space {self.name!r}"
+        )
+
+
+    def _resample(self, key: str, rng: np.random.Generator) -> Any:
+        knob = key.split(".")[-1]
+        domain = self._globals[knob] if knob in GLOBAL_KNOBS else self._layer[knob]
+        return domain.sample(rng)
+
+    def mutate(self, config: ArchConfig, rng: np.random.Generator, prob: float = 0.2):
+        """Resample each searched value (depth included) with probability `prob`.
+
+        Layers or options that become active take random values. Retries until the child is
+        in the space, feasible and different from `config`; returns `config` if none is found.
+
+        >>> space = load_space("mixers")
+        >>> rng = np.random.default_rng(0)
+        >>> space.contains(space.mutate(space.sample(rng), rng))
+        True
+        """
+        flat = self.to_flat(config)
+        for _ in range(100):
+            child_flat = {
+                key: self._resample(key, rng) if rng.random() < prob else value
+                for key, value in flat.items()
+            }
+            child = self._build(child_flat, rng)
+            if child != config and self.contains(child):
+                return child
+        return config
+
+    def crossover(self, a: ArchConfig, b: ArchConfig, rng: np.random.Generator) -> ArchConfig:
+        """Uniform crossover of the flat dicts: each shared key from either parent, depth from
+        one parent, layers that only one parent has taken from that parent. Retries until the
+        child is in the space and feasible, else returns one of the parents.
+
+        >>> space = load_space("primer")
+        >>> rng = np.random.default_rng(0)
+        >>> child = space.crossover(space.sample(rng), space.sample(rng), rng)
+        >>> space.contains(child)
+        True
+        """
+        flat_a, flat_b = self.to_flat(a), self.to_flat(b)
+        for _ in range(20):
+            child_flat = {}
+            for key in flat_a.keys() | flat_b.keys():
+                if key in flat_a and key in flat_b:
+                    child_flat[key] = flat_a[key] if rng.random() < 0.5 else flat_b[key]
+                else:
+                    child_flat[key] = flat_a[key] if key in flat_a else flat_b[key]
+            child = self._build(child_flat, rng)
+            if self.contains(child):
+                return child
+        return a if rng.random() < 0.5 else b
+
+
+    def size(self) -> int:
+        """Exact number of distinct configs, before constraints.
+
+        Values a config cannot tell apart are counted once: options a layer's mixer does not
+        read, shared options no layer reads, n_heads choices that do not divide d_model,
+        `tie_embeddings` under a classifier head and `n_classes` under an LM head.
+        """
+        other = 1
+        for knob in ("vocab_size", "max_seq_len", "norm"):
+            other *= len(self._globals[knob].values)
+        heads = 0
+        for head in self._globals["head"].values:
+            factor = 1
+            for knob in ("tie_embeddings", "n_classes"):
+                if _global_visible(knob, head):
+                    factor *= len(self._globals[knob].values)
+            heads += factor
+        total = 0
+        for d_model in self._globals["d_model"].values:
+            for n_layers in self._globals["n_layers"].values:
+                total += self._count_layers(d_model, n_layers)
+        return total * other * heads
+
+    def _count_layers(self, d_model: int, n_layers: int) -> int:
+        def count(knob: str) -> int:
+            if self._layer[knob].fixed:
+                return 1
+            return len(
+                self._valid_heads(d_model) if knob == "n_heads" else self._layer[knob].values
+            )
+
+        shared = [k for k in self._searched_layer("shared") if k != "mixer"]
+        shared_options = [k for k in shared if k in MIXER_OPTIONS]
+        always = math.prod(count(k) for k in shared if k not in MIXER_OPTIONS)
+        per_layer = [k for k in self._searched_layer("per_layer") if k != "mixer"]
+        mixers = self._layer["mixer"].values
+
+        def per_layer_count(mixer: str) -> int:
+            return math.prod(count(k) for k in per_layer if _uses(mixer, k))
+
+        def visible(mixer: str) -> frozenset[str]:
+            return frozenset(k for k in shared_options if _uses(mixer, k))
+
+        if self._scopes["mixer"] == "shared" or self._layer["mixer"].fixed:
+            layers = sum(
+                per_layer_count(m) ** n_layers * math.prod(count(k) for k in visible(m))
+                for m in mixers
+            )
+            return layers * always
+        # Per-layer mixers: group the mixer sequences by the exact set V of shared options
+        # they make visible, by inclusion-exclusion over subsets T of V.
+        layers = 0
+        for size in range(len(shared_options) + 1):
+            for subset in itertools.combinations(shared_options, size):
+                exact = 0
+                for inner_size in range(size + 1):
+                    for inner in itertools.combinations(subset, inner_size):
+                        within = sum(per_layer_count(m) for m in mixers if visible(m) <= set(inner))
+                        exact += (-1) ** (size - inner_size) * within**n_layers
+                layers += exact * math.prod(count(k) for k in subset)
+        return layers * always
+
+    def log10_size(self) -> float:
+        """`log10(size())`, for spaces too large to print."""
+        return math.log10(self.size())
+
+    def _encoded(self) -> list[tuple[str, str, Domain]]:
+        """(key, knob, domain) of every encoded value, in order; `key` may be `layer3.ffn_dim`."""
+        entries = [(k, k, self._globals[k]) for k in self._searched_globals()]
+        entries += [(k, k, self._layer[k]) for k in self._searched_layer("shared")]
+        for i in range(self.max_depth):
+            entries.append((f"layer{i}.active", "active", Fixed(True)))
+            entries += [
+                (f"layer{i}.{k}", k, self._layer[k]) for k in self._searched_layer("per_layer")
+            ]
+        return entries
+
+    def feature_names(self) -> list[str]:
+        """Names of `encode`'s entries: `d_model`, `norm=rmsnorm`, `layer0.active`, ..."""
+        names = []
+        for key, _, domain in self._encoded():
+            if domain.fixed or not domain.categorical:
+                names.append(key)
+            else:
+                names += [f"{key}={choice}" for choice in domain.values]
+        return names
+
+    def encode(self, config: ArchConfig) -> np.ndarray:
+        """A fixed-length float vector in [0, 1] for predictors: numbers scaled over their domain,
+        strings one-hot, one block per possible layer with an `active` flag, zeros where a
+        layer is inactive or a value unused; fixed knobs are left out.
+
+        >>> space = load_space("mixers")
+        >>> vector = space.encode(space.sample(np.random.default_rng(0)))
+        >>> vector.shape == (len(space.feature_names()),), float(vector.min()), float(vector.max())
+        (True, 0.0, 1.0)
+        """
+        flat = self.to_flat(config)
+        values: list[float] = []
+        for key, knob, domain in self._encoded():
+            if knob == "active":
+                values.append(float(int(key[5:].split(".")[0]) < config.n_layers))
+            elif domain.categorical:
+                value = flat.get(key)
+                values += [float(key in flat and _same(value, c)) for c in domain.values]
+            else:
+                values.append(domain.scale(flat[key]) if key in flat else 0.0)
+        return np.asarray(values, dtype=np.float64)
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """Rows (knob, scope, domain) for a table; scope is global, shared, per-layer or fixed.
+
+        >>> ("n_layers", "global", "{1, 2, 4, 8, 16}") in load_space("wide").describe()
+        True
+        """
+        rows = []
+        for knob in GLOBAL_KNOBS:
+            domain = self._globals[knob]
+            rows.append((knob, "fixed" if domain.fixed else "global", domain.text()))
+        for knob in LAYER_KNOBS:
+            domain = self._layer[knob]
+            if not any(_uses(m, knob) for m in self._layer["mixer"].values):
+                continue
+            scope = "fixed" if domain.fixed else self._scopes[knob].replace("_", "-")
+            rows.append((knob, scope, domain.text()))
+        return rows
+
+    def __repr__(self) -> str:
+        return (
+            f"DesignSpace({self.name!r}, size=10^{self.log10_size():.1f}, source={self.source!r})"
+        )
+
+
+def _preset_file(name: str):
+    return resources.files("tnas.space").joinpath("presets", f"{name}.yaml")
+
+
+def load_space(path_or_preset: str | Path) -> DesignSpace:
+    """Load a packaged preset by name (`PRESETS`) or a YAML file by path.
+
+    >>> load_space("wide").name
+    'wide'
+    """
+    text = str(path_or_preset)
+    is_name = "/" not in text and not text.endswith((".yaml", ".yml"))
+    if is_name and text in PRESETS:
+        resource = _preset_file(text)
+        return DesignSpace._from_text(resource.read_text(), f"presets/{text}.yaml")
+    if is_name and not Path(text).exists():
+        raise SpaceError(
+            f"{text}: unknown preset; valid: {', '.join(PRESETS)} (or give a path to a .yaml file)"
+        )
+    return DesignSpace.from_yaml(text)
+
+
+def preset_names() -> list[str]:
+    """Names of the presets packaged in `tnas/space/presets/`."""
+    folder = resources.files("tnas.space").joinpath("presets")
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
