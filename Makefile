@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(VENV)/bin/tnas demo --space primer --steps 40 --seed 0
+	$(VENV)/bin/tnas demo --space primer --steps 150 --seed 0
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tnas tests bench

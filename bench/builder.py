@@ -96,8 +96,12 @@ def main() -> None:
     torch.manual_seed(0)
     layer = LayerConfig(mixer="attention", n_heads=args.heads, ffn_dim=args.ffn, activation="gelu")
     config = ArchConfig(
-        d_model=args.d_model, n_layers=args.layers, vocab_size=256, max_seq_len=args.seq + 1,
-        norm="layernorm", layers=(layer,) * args.layers,
+        d_model=args.d_model,
+        n_layers=args.layers,
+        vocab_size=256,
+        max_seq_len=args.seq + 1,
+        norm="layernorm",
+        layers=(layer,) * args.layers,
     )
     ours = build_model(config)
     plain = PlainGPT(256, args.seq + 1, args.d_model, args.layers, args.heads, args.ffn)
@@ -111,9 +115,13 @@ def main() -> None:
         if not torch.allclose(ours(tokens[:, :-1]), plain(tokens[:, :-1]), atol=1e-5):
             raise SystemExit("refusing to report: the two models disagree on the same weights")
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {config.short_hash}")
-    print(f"shape: d_model {args.d_model}, {args.layers} layers, {args.heads} heads, "
-          f"ffn {args.ffn}, batch {args.batch} x {args.seq} tokens, params {n_ours:,}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; config {config.short_hash}"
+    )
+    print(
+        f"shape: d_model {args.d_model}, {args.layers} layers, {args.heads} heads, "
+        f"ffn {args.ffn}, batch {args.batch} x {args.seq} tokens, params {n_ours:,}"
+    )
     time_steps(ours, tokens, 2)
     time_steps(plain, tokens, 2)
     rates: dict[str, list[float]] = {"tnas": [], "plain": []}
@@ -126,8 +134,10 @@ def main() -> None:
     plain_rate = statistics.median(rates["plain"])
     print(f"{'model':8s} {'median tok/s':>14s} {'min':>10s} {'max':>10s}")
     for name, values in rates.items():
-        print(f"{name:8s} {statistics.median(values):14,.0f} {min(values):10,.0f} "
-              f"{max(values):10,.0f}")
+        print(
+            f"{name:8s} {statistics.median(values):14,.0f} {min(values):10,.0f} "
+            f"{max(values):10,.0f}"
+        )
     print(f"tnas / plain = {ours_rate / plain_rate:.3f} (goal >= 0.95)")
 
 

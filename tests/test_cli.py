@@ -46,9 +46,10 @@ def test_every_sampled_config_builds_with_model_summary(preset, tmp_path):
 
 
 def test_sample_is_reproducible_from_its_seed():
-    assert run("space", "sample", "mixers", "--seed", "3").output == run(
-        "space", "sample", "mixers", "--seed", "3"
-    ).output
+    assert (
+        run("space", "sample", "mixers", "--seed", "3").output
+        == run("space", "sample", "mixers", "--seed", "3").output
+    )
 
 
 def test_summary_reads_a_config_from_stdin():

@@ -129,8 +129,14 @@ def model_summary(
     table = Table("layer", "mixer", "heads", "ffn_dim", "activation", "bits", "params", "GFLOPs")
     for layer in result.layers:
         table.add_row(
-            str(layer.index), layer.mixer, str(layer.n_heads or "-"), str(layer.ffn_dim),
-            layer.activation, str(layer.bits), f"{layer.params:,}", f"{layer.flops / 1e9:.4f}",
+            str(layer.index),
+            layer.mixer,
+            str(layer.n_heads or "-"),
+            str(layer.ffn_dim),
+            layer.activation,
+            str(layer.bits),
+            f"{layer.params:,}",
+            f"{layer.flops / 1e9:.4f}",
         )
     console.print(table)
     console.print(

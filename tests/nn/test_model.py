@@ -31,8 +31,14 @@ def tiny(mixer="attention", activation="gelu", **overrides) -> ArchConfig:
     ids=lambda v: str(v),
 )
 def test_param_count_formula_matches_the_built_model(mixer, activation, norm, head, tie):
-    config = tiny(mixer, activation, norm=norm, head=head, tie_embeddings=tie,
-                  n_classes=10 if head == "classifier" else 0)
+    config = tiny(
+        mixer,
+        activation,
+        norm=norm,
+        head=head,
+        tie_embeddings=tie,
+        n_classes=10 if head == "classifier" else 0,
+    )
     model = build_model(config)
     assert sum(p.numel() for p in model.parameters()) == count_params(config)
 
@@ -81,7 +87,9 @@ def test_too_long_a_sequence_is_refused():
 
 
 def test_summary_counts_params_and_flops_per_layer():
-    config = tiny(layers=(LayerConfig(n_heads=2, ffn_dim=24), LayerConfig(mixer="pool", ffn_dim=48)))
+    config = tiny(
+        layers=(LayerConfig(n_heads=2, ffn_dim=24), LayerConfig(mixer="pool", ffn_dim=48))
+    )
     s = summary(config, batch=2)
     assert s.params == count_params(config)
     assert [layer.mixer for layer in s.layers] == ["attention", "pool"]

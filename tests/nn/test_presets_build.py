@@ -23,7 +23,9 @@ def test_fifty_samples_build_and_run(preset):
         tokens = torch.randint(0, config.vocab_size, (1, 16))
         with torch.no_grad():
             logits = model(tokens)
-        expected = (1, config.n_classes) if config.head == "classifier" else (1, 16, config.vocab_size)
+        expected = (
+            (1, config.n_classes) if config.head == "classifier" else (1, 16, config.vocab_size)
+        )
         assert logits.shape == expected
         assert torch.isfinite(logits).all()
         seen_mixers.update(layer.mixer for layer in config.layers)

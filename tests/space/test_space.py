@@ -1,6 +1,5 @@
 """DesignSpace: sampling, membership, counting, encoding, search operators and Optuna."""
 
-import doctest
 import itertools
 import math
 import re
@@ -367,13 +366,3 @@ def test_import_does_not_load_torch_or_optuna():
         "assert 'optuna' not in sys.modules, 'optuna imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-@pytest.mark.parametrize(
-    "module",
-    [tnas.space.space, tnas.space.yamlio, tnas.space.constraints],
-    ids=lambda m: m.__name__,
-)
-def test_docstring_examples(module):
-    result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-    assert result.failed == 0

@@ -15,8 +15,9 @@ def test_stdlib_corpus_is_deterministic_python_source():
 
 def test_demo_training_lowers_validation_loss():
     layer = LayerConfig(mixer="mdha", n_heads=2, ffn_dim=64, activation="squared_relu")
-    config = ArchConfig(d_model=32, n_layers=2, vocab_size=256, max_seq_len=64,
-                        layers=(layer, layer))
+    config = ArchConfig(
+        d_model=32, n_layers=2, vocab_size=256, max_seq_len=64, layers=(layer, layer)
+    )
     result = train_demo(config, steps=30, batch=8, seq_len=64, lr=1e-2, seed=0)
     assert result.val_bpb_after < result.val_bpb_before - 1.0
 

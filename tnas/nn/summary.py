@@ -69,8 +69,14 @@ def summary(config: ArchConfig, batch: int = 1, seq_len: int | None = None) -> M
         params = sum(p.numel() for p in block.parameters())
         layers.append(
             LayerSummary(
-                i, layer.mixer, layer.n_heads, layer.ffn_dim, layer.activation, layer.bits,
-                params, int(flops),
+                i,
+                layer.mixer,
+                layer.n_heads,
+                layer.ffn_dim,
+                layer.activation,
+                layer.bits,
+                params,
+                int(flops),
             )
         )
     return ModelSummary(

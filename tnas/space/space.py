@@ -293,7 +293,6 @@ class DesignSpace:
         self.constraints = tuple(rule.text for rule in self._rules)
         self.max_depth = max(self._globals["n_layers"].values)
 
-
     @classmethod
     def from_yaml(cls, path: str | Path) -> DesignSpace:
         """Load a space from a YAML file; every problem is a one-line `SpaceError` with `file:line`.
@@ -412,7 +411,6 @@ class DesignSpace:
                 key=True,
             )
 
-
     def _valid_heads(self, d_model: int) -> list[int]:
         return [n for n in self._layer["n_heads"].values if d_model % n == 0]
 
@@ -427,7 +425,6 @@ class DesignSpace:
         valid = self._valid_heads(d_model)
         below = [n for n in valid if n <= n_heads]
         return max(below) if below else min(valid)
-
 
     def _build(self, flat: Mapping[str, Any], rng: np.random.Generator | None = None) -> ArchConfig:
         """A config from flat values; missing ones are sampled from `rng` (else an error).
@@ -563,7 +560,6 @@ class DesignSpace:
                     flat[key] = self._layer[knob].suggest(trial, key)
         return self.from_flat(flat)
 
-
     def feasible(self, config: ArchConfig) -> bool:
         """Whether `config` satisfies every constraint."""
         quantities = config.derived()
@@ -601,7 +597,6 @@ class DesignSpace:
         raise SpaceError(
             f"{self.source}: no feasible config in {SAMPLE_TRIES} samples of space {self.name!r}"
         )
-
 
     def _resample(self, key: str, rng: np.random.Generator) -> Any:
         knob = key.split(".")[-1]
@@ -653,7 +648,6 @@ class DesignSpace:
             if self.contains(child):
                 return child
         return a if rng.random() < 0.5 else b
-
 
     def size(self) -> int:
         """Exact number of distinct configs, before constraints.

@@ -1,7 +1,7 @@
 """The demo job: sample a model from a preset, summarise it, and train it for a few steps.
 
 It trains byte-level language modelling on the `.py` files of the running Python's standard
-library (local text, nothing downloaded) and reports validation bits per byte before and after.
+library (local text, nothing downloaded) and reports validation bits per byte (every tenth 64 KiB block held out) before and after.
 """
 
 from __future__ import annotations
@@ -69,8 +69,8 @@ def train_demo(
     torch.manual_seed(seed)
     seq_len = min(seq_len, config.max_seq_len)
     data = torch.from_numpy(stdlib_bytes().astype(np.int64))
-    split = int(0.9 * len(data))
-    train, val = data[:split], data[split:]
+    in_val = (torch.arange(len(data)) // 65536) % 10 == 9  # every tenth 64 KiB block
+    train, val = data[~in_val], data[in_val]
     generator = torch.Generator().manual_seed(seed)
 
     def batch_of(source: torch.Tensor) -> torch.Tensor:

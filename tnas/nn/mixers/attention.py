@@ -29,7 +29,9 @@ class SoftmaxAttention(Mixer):
     def mix(self, x: Tensor, causal: bool) -> Tensor:
         B, T, D = x.shape
         H = self.n_heads
-        qkv = self.project(x, causal).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (3, B, H, T, Dh)
+        qkv = (
+            self.project(x, causal).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
+        )  # (3, B, H, T, Dh)
         y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
