@@ -1,7 +1,8 @@
 """The demo job: sample a model from a preset, summarise it, and train it for a few steps.
 
 It trains byte-level language modelling on the `.py` files of the running Python's standard
-library (local text, nothing downloaded) and reports validation bits per byte (every tenth 64 KiB block held out) before and after.
+library (local text, nothing downloaded) and reports validation bits per byte, on every tenth
+64 KiB block held out, before and after.
 """
 
 from __future__ import annotations

