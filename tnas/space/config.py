@@ -166,22 +166,26 @@ class ArchConfig:
         return derived_quantities(self)
 
 
+def block_params(config: ArchConfig, layer: LayerConfig) -> int:
+    """Parameters of one block's mixer and FFN (its two norms not included)."""
+    mixer = mixer_params(
+        layer.mixer,
+        d_model=config.d_model,
+        n_heads=layer.n_heads,
+        dconv_kernel=layer.dconv_kernel,
+        conv_kernel=layer.conv_kernel,
+        state_size=layer.state_size,
+        max_seq_len=config.max_seq_len,
+    )
+    return mixer + ffn_params(config.d_model, layer.ffn_dim, layer.activation)
+
+
 def count_params(config: ArchConfig) -> int:
     """Exact trainable parameter count of `build_model(config)` (tied weights counted once)."""
     D = config.d_model
     total = config.vocab_size * D + config.max_seq_len * D + norm_params(config.norm, D)
     for layer in config.layers:
-        total += 2 * norm_params(config.norm, D)
-        total += mixer_params(
-            layer.mixer,
-            d_model=D,
-            n_heads=layer.n_heads,
-            dconv_kernel=layer.dconv_kernel,
-            conv_kernel=layer.conv_kernel,
-            state_size=layer.state_size,
-            max_seq_len=config.max_seq_len,
-        )
-        total += ffn_params(D, layer.ffn_dim, layer.activation)
+        total += 2 * norm_params(config.norm, D) + block_params(config, layer)
     if config.head == "classifier":
         total += D * config.n_classes + config.n_classes
     elif not config.tie_embeddings:
@@ -193,19 +197,7 @@ def derived_quantities(config: ArchConfig) -> dict[str, float]:
     """Every name a constraint expression may use, for one config."""
     layers = config.layers
     head_layers = [layer for layer in layers if layer.uses_heads]
-    layer_params = [
-        mixer_params(
-            layer.mixer,
-            d_model=config.d_model,
-            n_heads=layer.n_heads,
-            dconv_kernel=layer.dconv_kernel,
-            conv_kernel=layer.conv_kernel,
-            state_size=layer.state_size,
-            max_seq_len=config.max_seq_len,
-        )
-        + ffn_params(config.d_model, layer.ffn_dim, layer.activation)
-        for layer in layers
-    ]
+    layer_params = [block_params(config, layer) for layer in layers]
     params = count_params(config)
     quantized_bits = sum(p * layer.bits for p, layer in zip(layer_params, layers, strict=True))
     return {
