@@ -31,13 +31,15 @@ class FFN(nn.Module):
 
     def forward(self, x: Tensor, width: int | None = None) -> Tensor:
         if width is None or width == self.ffn_dim:
-            up, down = self.up.weight, self.down.weight
-            gate = self.gate.weight if self.gate is not None else None
-        elif 1 <= width < self.ffn_dim:
-            up, down = self.up.weight[:width], self.down.weight[:, :width]
-            gate = self.gate.weight[:width] if self.gate is not None else None
-        else:
+            # through the modules, so a quantized or cast `up`/`gate`/`down` is used as is
+            hidden = self.up(x)  # (B, T, ffn_dim)
+            hidden = self.act(self.gate(x), hidden) if self.gate is not None else self.act(hidden)
+            return self.down(hidden)
+        if not 1 <= width < self.ffn_dim:
             raise ValueError(f"FFN width must be in 1..{self.ffn_dim}, got {width}")
-        hidden = F.linear(x, up)  # (B, T, width)
-        hidden = self.act(F.linear(x, gate), hidden) if gate is not None else self.act(hidden)
-        return F.linear(hidden, down)
+        hidden = F.linear(x, self.up.weight[:width])  # (B, T, width)
+        if self.gate is not None:
+            hidden = self.act(F.linear(x, self.gate.weight[:width]), hidden)
+        else:
+            hidden = self.act(hidden)
+        return F.linear(hidden, self.down.weight[:, :width])
