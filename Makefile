@@ -20,7 +20,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tnas tests bench
 
 test: lint
-	$(PY) -m pytest -n 2 --durations=10
+	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=10
 
 bench: $(VENV)/.installed
 	$(PY) bench/builder.py

@@ -149,6 +149,105 @@ def model_summary(
     )
 
 
+def print_metrics(title: str, metrics: dict) -> None:
+    table = Table("metric", "value", title=title)
+    for name, value in metrics.items():
+        text = f"{value:,}" if isinstance(value, int) else f"{value:.6g}"
+        table.add_row(name, text)
+    console.print(table)
+
+
+@app.command("train")
+def train_command(
+    config: str = typer.Argument(..., help="config JSON file, or - for one JSON line on stdin"),
+    task: str = typer.Option("digits", help="task spec: NAME[,key=value...] or module:Class"),
+    steps: int = typer.Option(300, help="training steps"),
+    batch_size: int = typer.Option(32, help="sequences per step"),
+    lr: float = typer.Option(3e-3, help="peak learning rate (warmup, then cosine)"),
+    max_seconds: float = typer.Option(0.0, help="wall-clock cap in seconds (0: none)"),
+    seed: int = typer.Option(0, help="random seed"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+):
+    """Train one config on a task for a fixed step budget and report validation metrics."""
+    from tnas.workers.tasks import parse_task
+    from tnas.workers.train import Budget, TrialFailed, train
+
+    loaded = read_config(config)
+    try:
+        budget = Budget(
+            steps=steps,
+            batch_size=batch_size,
+            lr=lr,
+            seed=seed,
+            device=device,
+            max_seconds=max_seconds or None,
+        )
+        task_object = parse_task(task)
+        result = train(loaded, task_object, budget)
+    except TrialFailed as err:
+        typer.echo(f"error: trial failed: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "config_hash": result.config.hash,
+                    "metrics": result.metrics,
+                    "curve": result.curve,
+                }
+            )
+        )
+        return
+    print_metrics(f"{task_object.spec}: config {result.config.short_hash}", result.metrics)
+    first, last = result.curve[0][1], result.curve[-1][1]
+    console.print(f"training loss {first:.4f} -> {last:.4f} over {len(result.curve)} steps")
+
+
+@app.command("profile")
+def profile_command(
+    config: str = typer.Argument(..., help="config JSON file, or - for one JSON line on stdin"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    batch: int = typer.Option(1, help="sequences per forward"),
+    seq: int = typer.Option(128, help="tokens per sequence"),
+    repeats: int = typer.Option(30, help="timed repetitions"),
+    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+):
+    """Measure inference latency with each layer's bits applied through real kernels."""
+    from tnas.nn.quant import UnsupportedQuantization
+    from tnas.workers.profile import profile
+
+    loaded = read_config(config)
+    try:
+        result = profile(
+            loaded,
+            device=device,
+            batch=batch,
+            seq_len=seq,
+            repeats=repeats,
+            threads=threads or None,
+        )
+    except (UnsupportedQuantization, *USER_ERRORS) as err:
+        raise fail(str(err)) from None
+    if as_json:
+        typer.echo(json.dumps(result))
+        return
+    fingerprint = result.pop("fingerprint")
+    print_metrics(
+        f"config {loaded.short_hash} on {device}, batch {batch} x {result['seq_len']} tokens",
+        {
+            k: v
+            for k, v in result.items()
+            if isinstance(v, int | float) and k not in ("batch", "seq_len")
+        },
+    )
+    console.print(f"bits per layer: {result['bits']}")
+    console.print(f"device: {json.dumps(fingerprint)}")
+
+
 @app.command("demo")
 def demo(
     space: str = typer.Option("primer", help="YAML file or preset name"),

@@ -8,11 +8,9 @@ library (local text, nothing downloaded) and reports validation bits per byte, o
 from __future__ import annotations
 
 import math
-import sysconfig
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,21 +18,7 @@ import torch.nn.functional as F
 
 from tnas.nn import build_model
 from tnas.space import ArchConfig, DesignSpace
-
-
-def stdlib_bytes(limit: int = 4_000_000) -> np.ndarray:
-    """The standard library's `.py` files, in sorted order, as one byte array (uint8)."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    chunks, total = [], 0
-    for path in sorted(root.rglob("*.py")):
-        if "site-packages" in path.parts:
-            continue
-        data = path.read_bytes()
-        chunks.append(data)
-        total += len(data)
-        if total >= limit:
-            break
-    return np.frombuffer(b"".join(chunks)[:limit], dtype=np.uint8)
+from tnas.workers.tasks.textlm import stdlib_bytes
 
 
 def sample_small(space: DesignSpace, seed: int, max_params: float) -> ArchConfig:

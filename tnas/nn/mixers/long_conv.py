@@ -50,9 +50,12 @@ class LongConv(Mixer):
 
     def fft_conv(self, x: Tensor) -> Tensor:
         T = x.shape[1]
-        k_f = torch.fft.rfft(self.kernel(T), n=2 * T)  # (D, T + 1)
-        x_f = torch.fft.rfft(x.transpose(1, 2), n=2 * T)  # (B, D, T + 1)
-        return torch.fft.irfft(x_f * k_f, n=2 * T)[..., :T].transpose(1, 2)  # (B, T, D)
+        # in fp32 at least: CPU FFTs have no bf16, and CUDA's fp16 FFTs want power-of-2 lengths
+        dtype = torch.promote_types(x.dtype, torch.float32)
+        k_f = torch.fft.rfft(self.kernel(T).to(dtype), n=2 * T)  # (D, T + 1)
+        x_f = torch.fft.rfft(x.transpose(1, 2).to(dtype), n=2 * T)  # (B, D, T + 1)
+        y = torch.fft.irfft(x_f * k_f, n=2 * T)[..., :T].transpose(1, 2)  # (B, T, D)
+        return y.to(x.dtype)
 
     def direct_conv(self, x: Tensor) -> Tensor:
         T, D = x.shape[1], x.shape[2]

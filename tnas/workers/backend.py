@@ -1,0 +1,153 @@
+"""A trial's lifecycle: adapt the config to the task, train it, profile it, report a plain dict.
+
+Every evaluator (the Ray pool, a direct call, the replay table) reports the same dict:
+
+    {"key": str, "config_hash": str, "status": "ok" | "failed", "reason": None | code,
+     "error": None | one line, "metrics": {name: float}, "curve": [[step, loss], ...],
+     "fingerprint": {...}, "timings": {"train_s": float, "profile_s": float}, "attempts": int}
+
+`config_hash` is the hash of the config as submitted (the search's key); `metrics` holds the
+task's metrics, `train_loss`, and the profile's `latency_ms`, `latency_iqr_ms`, `latency_cv`,
+`peak_mem_mb`, `params`, `flops` and `model_bytes`. Failure reasons: `nan_loss`,
+`unsupported_quantization`, `out_of_memory`, `timeout`, `worker_died`, `not_recorded` (replay),
+`error`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from tnas.space.config import ArchConfig
+from tnas.workers.train import Budget, TrialFailed, train
+
+FAILURE_REASONS = (
+    "nan_loss",
+    "unsupported_quantization",
+    "out_of_memory",
+    "timeout",
+    "worker_died",
+    "not_recorded",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """Where and how latency is measured after training."""
+
+    device: str = "cpu"
+    batch: int = 1
+    seq_len: int = 128
+    repeats: int = 20
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial of a run does: the task (a `parse_task` spec), the budget, profiling."""
+
+    task: str = "digits"
+    budget: Budget = field(default_factory=Budget)
+    profile: ProfileSettings | None = field(default_factory=ProfileSettings)
+
+
+def failed(key: str, config: ArchConfig, reason: str, error: str, **extra) -> dict:
+    """The report of a trial that produced no metrics."""
+    return {
+        "key": key,
+        "config_hash": config.hash,
+        "status": "failed",
+        "reason": reason,
+        "error": error.splitlines()[0] if error else reason,
+        "metrics": {},
+        "curve": [],
+        "fingerprint": {},
+        "timings": {},
+        "attempts": 1,
+    } | extra
+
+
+def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
+    """Train and profile one config; failures come back as a report, never as an exception.
+
+    `task` is the already-built task for `job.task` (callers cache it); built when omitted.
+    """
+    from tnas.nn.quant import UnsupportedQuantization
+    from tnas.workers.profile import device_fingerprint, profile
+    from tnas.workers.tasks import parse_task
+
+    task = task or parse_task(job.task)
+    timings = {}
+    try:
+        start = time.perf_counter()
+        result = train(config, task, job.budget)
+        timings["train_s"] = time.perf_counter() - start
+        metrics = dict(result.metrics)
+        fingerprint = device_fingerprint(job.budget.device)
+        if job.profile is not None:
+            start = time.perf_counter()
+            settings = job.profile
+            measured = profile(
+                result.config,
+                device=settings.device,
+                batch=settings.batch,
+                seq_len=min(settings.seq_len, result.config.max_seq_len),
+                repeats=settings.repeats,
+                threads=settings.threads,
+                model=result.model,
+            )
+            timings["profile_s"] = time.perf_counter() - start
+            fingerprint = measured.pop("fingerprint")
+            metrics |= {k: v for k, v in measured.items() if isinstance(v, int | float)}
+    except TrialFailed as err:
+        return failed(key, config, err.reason, err.message, timings=timings)
+    except UnsupportedQuantization as err:
+        return failed(key, config, "unsupported_quantization", str(err), timings=timings)
+    except (torch.OutOfMemoryError, MemoryError) as err:
+        return failed(key, config, "out_of_memory", str(err) or "out of memory", timings=timings)
+    except Exception as err:  # a bug or bad input in one trial must not end the whole search
+        return failed(key, config, "error", f"{type(err).__name__}: {err}", timings=timings)
+    return {
+        "key": key,
+        "config_hash": config.hash,
+        "status": "ok",
+        "reason": None,
+        "error": None,
+        "metrics": metrics,
+        "curve": [list(point) for point in result.curve],
+        "fingerprint": fingerprint,
+        "timings": timings,
+        "attempts": 1,
+    }
+
+
+class InlineEvaluator:
+    """Runs each trial in this process when it is submitted: the direct-call baseline.
+
+    It has the same `submit`/`collect`/`close` API as `RayPool`, with one slot.
+    """
+
+    slots = 1
+
+    def __init__(self, job: TrialJob):
+        from tnas.workers.tasks import parse_task
+
+        self.job = job
+        self.task = parse_task(job.task)
+        self.done: list[dict] = []
+
+    def submit(self, key: str, config: ArchConfig) -> None:
+        self.done.append(run_trial(key, config, self.job, self.task))
+
+    def pending(self) -> int:
+        return len(self.done)
+
+    def collect(self, timeout: float | None = None) -> list[dict]:
+        reports, self.done = self.done, []
+        return reports
+
+    def close(self) -> None:
+        self.done = []

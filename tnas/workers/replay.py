@@ -1,0 +1,186 @@
+"""The replay evaluator: answers trials from a recorded table instead of training anything.
+
+A table is JSONL, one `{"config": ..., "metrics": {...}}` per line (optionally `"status":
+"failed"` and `"reason"`), or CSV with a `config` column of JSON, or with one column per knob
+of a design space and the rest metrics. `config` is a full `ArchConfig` (it has `layers`) or a
+flat dict of knob values (`{"d_model": 256, "layer0.mixer": "gla", ...}`, needs `space`).
+Lookup is exact, by config hash. Optional multiplicative noise is seeded per config and call.
+
+>>> import json, tempfile
+>>> from tnas.space import ArchConfig
+>>> config = ArchConfig(n_layers=1)
+>>> with tempfile.NamedTemporaryFile("w", suffix=".jsonl", delete=False) as f:
+...     _ = f.write(json.dumps({"config": config.to_dict(), "metrics": {"accuracy": 0.9}}))
+>>> replay = ReplayEvaluator(f.name)
+>>> replay.submit("t0", config)
+>>> replay.collect()[0]["metrics"]
+{'accuracy': 0.9}
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from tnas.space import ArchConfig, ConfigError, DesignSpace
+
+
+class ReplayError(ValueError):
+    """A table that cannot be read; the message names the file and line."""
+
+
+def _config_of(value, space: DesignSpace | None, where: str) -> ArchConfig:
+    if isinstance(value, str):
+        value = json.loads(value)
+    if not isinstance(value, dict):
+        raise ReplayError(f"{where}: config must be an object, got {type(value).__name__}")
+    if "layers" in value:
+        return ArchConfig.from_dict(value)
+    if space is None:
+        raise ReplayError(f"{where}: a flat config needs the design space (--space)")
+    return space.from_flat(value)
+
+
+def _number(value) -> float:
+    return float(value)
+
+
+def load_table(path: str | Path, space: DesignSpace | None = None) -> dict[str, dict]:
+    """Rows of a recorded table keyed by config hash: {"metrics", "status", "reason"}."""
+    path = Path(path)
+    if not path.is_file():
+        raise ReplayError(f"{path}: no such replay table")
+    rows: dict[str, dict] = {}
+    if path.suffix == ".csv":
+        with path.open(newline="") as handle:
+            records = list(enumerate(csv.DictReader(handle), start=2))
+        described = space.describe() if space else []
+        knobs = {name for name, scope, _ in described if scope in ("global", "shared")}
+        parsed = []
+        for line, record in records:
+            if "config" in record:
+                config, metrics = record.pop("config"), record
+            else:
+                config = {k: _flat_value(v) for k, v in record.items() if _is_knob(k, knobs)}
+                metrics = {k: v for k, v in record.items() if not _is_knob(k, knobs)}
+            parsed.append((line, {"config": config, "metrics": metrics}))
+    else:
+        parsed = []
+        for line, text in enumerate(path.read_text().splitlines(), start=1):
+            if text.strip():
+                try:
+                    parsed.append((line, json.loads(text)))
+                except json.JSONDecodeError as err:
+                    raise ReplayError(f"{path}:{line}: not JSON: {err}") from None
+    for line, record in parsed:
+        where = f"{path}:{line}"
+        try:
+            config = _config_of(record["config"], space, where)
+            metrics = {
+                k: _number(v) for k, v in record.get("metrics", {}).items() if v not in ("", None)
+            }
+        except KeyError as err:
+            raise ReplayError(f"{where}: missing {err}") from None
+        except (ConfigError, ValueError) as err:
+            raise ReplayError(f"{where}: {err}") from None
+        rows[config.hash] = {
+            "metrics": metrics,
+            "status": record.get("status", "ok"),
+            "reason": record.get("reason"),
+        }
+    return rows
+
+
+def _is_knob(column: str, knobs: set[str]) -> bool:
+    return column in knobs or column.startswith("layer") and "." in column
+
+
+def _flat_value(text: str):
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return {"True": True, "False": False}.get(text, text)
+
+
+class ReplayEvaluator:
+    """Answers each submitted config from a recorded table; same API as `RayPool`."""
+
+    def __init__(
+        self,
+        table: str | Path,
+        space: DesignSpace | None = None,
+        noise: float = 0.0,
+        seed: int = 0,
+        slots: int = 1,
+    ):
+        self.rows = load_table(table, space)
+        self.noise = noise
+        self.seed = seed
+        self.slots = slots
+        self.calls = 0
+        self.done: list[dict] = []
+
+    def answer(self, key: str, config: ArchConfig) -> dict:
+        base = {
+            "key": key,
+            "config_hash": config.hash,
+            "curve": [],
+            "fingerprint": {},
+            "timings": {},
+            "attempts": 1,
+            "error": None,
+        }
+        row = self.rows.get(config.hash)
+        if row is None:
+            return base | {
+                "status": "failed",
+                "reason": "not_recorded",
+                "metrics": {},
+                "error": f"config {config.short_hash} is not in the replay table",
+            }
+        metrics = dict(row["metrics"])
+        if self.noise:
+            self.calls += 1
+            digest = hashlib.sha256(f"{self.seed}:{config.hash}:{self.calls}".encode()).digest()
+            rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
+            metrics = {k: v * (1 + self.noise * rng.standard_normal()) for k, v in metrics.items()}
+        if row["status"] != "ok":
+            return base | {
+                "status": "failed",
+                "reason": row["reason"] or "error",
+                "metrics": {},
+                "error": f"recorded as failed: {row['reason']}",
+            }
+        return base | {"status": "ok", "reason": None, "metrics": metrics}
+
+    def submit(self, key: str, config: ArchConfig) -> None:
+        self.done.append(self.answer(key, config))
+
+    def pending(self) -> int:
+        return len(self.done)
+
+    def collect(self, timeout: float | None = None) -> list[dict]:
+        reports, self.done = self.done, []
+        return reports
+
+    def close(self) -> None:
+        self.done = []
+
+
+def write_table(path: str | Path, rows: list[tuple[ArchConfig, dict]]) -> None:
+    """Write (config, report) pairs as a JSONL replay table."""
+    with Path(path).open("w") as handle:
+        for config, report in rows:
+            record = {
+                "config": config.to_dict(),
+                "metrics": report["metrics"],
+                "status": report["status"],
+                "reason": report["reason"],
+            }
+            handle.write(json.dumps(record, sort_keys=True) + "\n")

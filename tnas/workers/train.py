@@ -1,0 +1,130 @@
+"""`train(config, task, budget)`: a short, honest training run of one candidate.
+
+AdamW with linear warmup and cosine decay, gradient clipping, a seed, and bf16 autocast on CUDA.
+A NaN or infinite loss stops training at once with `TrialFailed("nan_loss")`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from tnas.nn import build_model
+from tnas.space.config import ArchConfig
+from tnas.workers.tasks.base import Task
+
+
+class TrialFailed(Exception):
+    """A trial that cannot produce metrics; `reason` is a short code such as `nan_loss`."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How much training a candidate gets. `max_seconds` caps wall-clock time on top of `steps`.
+
+    >>> Budget(steps=100).warmup
+    10
+    """
+
+    steps: int = 300
+    max_seconds: float | None = None
+    batch_size: int = 32
+    lr: float = 3e-3
+    warmup_steps: int | None = None  # default: 10% of the steps, at most 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(
+                f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}"
+            )
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def warmup(self) -> int:
+        return self.warmup_steps if self.warmup_steps is not None else min(100, self.steps // 10)
+
+    def lr_at(self, step: int) -> float:
+        """Learning rate at `step` (1-based): linear warmup, then cosine decay to 10%."""
+        if step <= self.warmup:
+            return self.lr * step / max(1, self.warmup)
+        progress = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    config: ArchConfig  # as adapted to the task
+    metrics: dict[str, float]  # the task's validation metrics plus train_loss, steps, seconds
+    curve: list[tuple[int, float]]  # (step, training loss)
+    model: nn.Module = field(repr=False)
+
+
+def train(config: ArchConfig, task: Task, budget: Budget) -> TrainResult:
+    """Train `config`, adapted to `task`, within `budget`; evaluate it on the validation set.
+
+    >>> from tnas.space import ArchConfig, LayerConfig
+    >>> from tnas.workers.tasks import create_task
+    >>> layer = LayerConfig(n_heads=2, ffn_dim=32)
+    >>> result = train(ArchConfig(d_model=16, n_layers=1, layers=(layer,)),
+    ...                create_task("digits"), Budget(steps=3, batch_size=8))
+    >>> sorted(result.metrics)
+    ['accuracy', 'loss', 'seconds', 'steps', 'train_loss']
+    """
+    config = task.adapt(config)
+    torch.manual_seed(budget.seed)
+    generator = torch.Generator().manual_seed(budget.seed)
+    device = torch.device(budget.device)
+    model = build_model(config).to(device)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay
+    )
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    curve: list[tuple[int, float]] = []
+    start = time.perf_counter()
+    model.train()
+    for step in range(1, budget.steps + 1):
+        for group in optimizer.param_groups:
+            group["lr"] = budget.lr_at(step)
+        inputs, targets = task.train_batch(budget.batch_size, generator)
+        with autocast:
+            loss = task.loss(model(inputs.to(device)), targets.to(device))
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrialFailed("nan_loss", f"training loss is {value} at step {step}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), budget.grad_clip)
+        optimizer.step()
+        curve.append((step, value))
+        if budget.max_seconds is not None and time.perf_counter() - start >= budget.max_seconds:
+            break
+    seconds = time.perf_counter() - start
+    with autocast:
+        metrics = task.evaluate(model, str(device))
+    bad = {name: value for name, value in metrics.items() if not math.isfinite(value)}
+    if bad:
+        raise TrialFailed("nan_loss", f"validation metrics are not finite: {bad}")
+    tail = [loss for _, loss in curve[-10:]]
+    metrics |= {
+        "train_loss": sum(tail) / len(tail),
+        "steps": len(curve),
+        "seconds": seconds,
+    }
+    return TrainResult(config=config, metrics=metrics, curve=curve, model=model)
