@@ -24,6 +24,7 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(PY) bench/builder.py
+	$(PY) bench/workers.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

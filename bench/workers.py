@@ -1,9 +1,10 @@
 """Worker benchmarks, each figure beside a baseline measured in the same run.
 
-    python bench/workers.py [--skip-ray]
+    python bench/workers.py [--only dispatch,scaling,repeatability,int8]
 
-1. dispatch overhead: the same trials through a 1-actor Ray pool and by direct call; the
-   difference per trial, in ms and as a share of a 10 s trial (goal <= 2%).
+1. dispatch overhead: the same near-empty trials (one step of a tiny model) through a 1-actor
+   Ray pool and by direct call; the difference per trial, in ms and as a share of a 10 s trial
+   (goal <= 2%).
 2. scaling: throughput of CPU-bound trials on 2 workers against 1 (goal >= 1.8x on 2 cores).
 3. repeatability: coefficient of variation of 10 repeated `profile` calls of one config, beside
    that of a naive timer (one forward, no warm-up, no pinning) (goal <= 3%).
@@ -49,10 +50,13 @@ def run_all(evaluator, configs: list[ArchConfig]) -> float:
 def bench_dispatch(job: TrialJob, trials: int) -> None:
     from tnas.workers.pool import RayPool
 
-    configs = [config(64, 128, 2)] * trials
+    configs = [config(16, 32, 1)] * trials  # a near-empty trial, so the overhead stands out
     inline = InlineEvaluator(job)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a pool actor, so both sides do the same work
     run_all(inline, configs[:1])
     direct = run_all(inline, configs) / trials
+    torch.set_num_threads(threads)
     with RayPool(job, workers=1) as pool:
         run_all(pool, configs[:1])  # actor start-up and task data load, once
         pooled = run_all(pool, configs) / trials
@@ -108,10 +112,10 @@ def bench_repeatability(repeats: int) -> None:
 def bench_int8(threads: int) -> None:
     for ffn_dim in (1024, 2048, 4096):
         fp32 = profile(
-            config(512, ffn_dim, 4, 32), batch=32, seq_len=128, repeats=10, threads=threads
+            config(512, ffn_dim, 4, 32), batch=32, seq_len=128, repeats=5, threads=threads
         )
         int8 = profile(
-            config(512, ffn_dim, 4, 8), batch=32, seq_len=128, repeats=10, threads=threads
+            config(512, ffn_dim, 4, 8), batch=32, seq_len=128, repeats=5, threads=threads
         )
         print(
             f"[int8] d_model 512, ffn {ffn_dim}, 4 layers, batch 32 x 128, {threads} thr: "
@@ -123,20 +127,29 @@ def bench_int8(threads: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-ray", action="store_true", help="only the profiling figures")
+    parser.add_argument(
+        "--only",
+        default="dispatch,scaling,repeatability,int8",
+        help="comma-separated figures to measure",
+    )
     parser.add_argument("--trials", type=int, default=8)
     args = parser.parse_args()
+    figures = set(args.only.split(","))
     print(f"torch {torch.__version__}, {os.cpu_count()} logical cores")
-    if not args.skip_ray:
+    if figures & {"dispatch", "scaling"}:
         from tnas.workers.pool import connect
 
         connect(None, num_cpus=os.cpu_count(), _temp_dir=tempfile.mkdtemp(prefix="tnas-ray-"))
-        quick = TrialJob(task="digits", budget=Budget(steps=20, batch_size=32), profile=None)
-        bench_dispatch(quick, args.trials)
+    if "dispatch" in figures:
+        quick = TrialJob(task="digits", budget=Budget(steps=1, batch_size=8), profile=None)
+        bench_dispatch(quick, 4 * args.trials)
+    if "scaling" in figures:
         heavy = TrialJob(task="digits", budget=Budget(steps=60, batch_size=64), profile=None)
         bench_scaling(heavy, args.trials)
-    bench_repeatability(10)
-    bench_int8(threads=1)
+    if "repeatability" in figures:
+        bench_repeatability(10)
+    if "int8" in figures:
+        bench_int8(threads=1)
 
 
 if __name__ == "__main__":

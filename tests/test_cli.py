@@ -95,3 +95,59 @@ def test_space_commands_do_not_import_torch():
         "assert r.exit_code == 0, r.output; assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def tiny_config_file(tmp_path, bits: int = 32):
+    layer = {"mixer": "attention", "n_heads": 2, "ffn_dim": 32, "bits": bits}
+    path = tmp_path / f"tiny{bits}.json"
+    path.write_text(json.dumps({"d_model": 16, "n_layers": 1, "layers": [layer]}))
+    return str(path)
+
+
+def test_train_reports_metrics_and_the_curve(tmp_path):
+    result = run(
+        "train",
+        tiny_config_file(tmp_path),
+        "--task",
+        "digits",
+        "--steps",
+        "5",
+        "--batch-size",
+        "8",
+        "--json",
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert 0 <= report["metrics"]["accuracy"] <= 1 and len(report["curve"]) == 5
+    table = run(
+        "train",
+        tiny_config_file(tmp_path),
+        "--task",
+        "mqar,num_pairs=4,seq_len=16",
+        "--steps",
+        "3",
+        "--batch-size",
+        "8",
+    )
+    assert table.exit_code == 0, table.output
+    assert "accuracy" in table.output and "training loss" in table.output
+
+
+def test_train_failures_are_one_line_with_nonzero_exit(tmp_path):
+    config = tiny_config_file(tmp_path)
+    nan = run("train", config, "--steps", "30", "--batch-size", "8", "--lr", "1e30")
+    assert nan.exit_code == 1 and "nan_loss" in nan.output
+    assert len(nan.output.strip().splitlines()) == 1
+    bad_task = run("train", config, "--task", "cifar")
+    assert bad_task.exit_code == 2 and "unknown task 'cifar'; valid: digits" in bad_task.output
+
+
+def test_profile_measures_and_refuses_4_bit_on_cpu(tmp_path):
+    result = run(
+        "profile", tiny_config_file(tmp_path, bits=8), "--seq", "16", "--repeats", "2", "--json"
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["latency_ms"] > 0 and report["bits"] == [8]
+    refused = run("profile", tiny_config_file(tmp_path, bits=4), "--seq", "16")
+    assert refused.exit_code == 2 and "4-bit" in refused.output

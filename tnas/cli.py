@@ -163,7 +163,7 @@ def train_command(
     task: str = typer.Option("digits", help="task spec: NAME[,key=value...] or module:Class"),
     steps: int = typer.Option(300, help="training steps"),
     batch_size: int = typer.Option(32, help="sequences per step"),
-    lr: float = typer.Option(3e-3, help="peak learning rate (warmup, then cosine)"),
+    lr: float = typer.Option(1e-3, help="peak learning rate (warmup, then cosine)"),
     max_seconds: float = typer.Option(0.0, help="wall-clock cap in seconds (0: none)"),
     seed: int = typer.Option(0, help="random seed"),
     device: str = typer.Option("cpu", help="cpu or cuda"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from tnas.nn.model import build_model
@@ -48,6 +49,18 @@ class ModelSummary:
         }
 
 
+def count_flops(model: nn.Module, tokens: Tensor) -> tuple[int, dict[str, dict]]:
+    """FLOPs of one eval-mode forward, in total and per module; the model's mode is restored."""
+    training = model.training
+    counter = FlopCounterMode(display=False)
+    try:
+        with torch.no_grad(), counter:
+            model.eval()(tokens)
+    finally:
+        model.train(training)
+    return int(counter.get_total_flops()), counter.get_flop_counts()
+
+
 def summary(config: ArchConfig, batch: int = 1, seq_len: int | None = None) -> ModelSummary:
     """Build the model and count its parameters and forward FLOPs.
 
@@ -57,12 +70,8 @@ def summary(config: ArchConfig, batch: int = 1, seq_len: int | None = None) -> M
     True
     """
     seq_len = seq_len or config.max_seq_len
-    model = build_model(config).eval()
-    tokens = torch.zeros(batch, seq_len, dtype=torch.long)
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(tokens)
-    per_module = counter.get_flop_counts()
+    model = build_model(config)
+    total_flops, per_module = count_flops(model, torch.zeros(batch, seq_len, dtype=torch.long))
     layers = []
     for i, (layer, block) in enumerate(zip(config.layers, model.blocks, strict=True)):
         flops = sum(per_module.get(f"{type(model).__name__}.blocks.{i}", {}).values())
@@ -82,7 +91,7 @@ def summary(config: ArchConfig, batch: int = 1, seq_len: int | None = None) -> M
     return ModelSummary(
         config_hash=config.hash,
         params=sum(p.numel() for p in model.parameters()),
-        flops=int(counter.get_total_flops()),
+        flops=total_flops,
         batch=batch,
         seq_len=seq_len,
         layers=tuple(layers),

@@ -30,10 +30,10 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity
 from torch.utils.benchmark import Timer
-from torch.utils.flop_counter import FlopCounterMode
 
 from tnas.nn.model import build_model
 from tnas.nn.quant import UnsupportedQuantization, model_bytes, quantize, quantized_engine
+from tnas.nn.summary import count_flops
 from tnas.space.config import ArchConfig
 
 DEFAULT_SEQ_LEN = 128
@@ -99,7 +99,7 @@ def profile(
         params = sum(p.numel() for p in model.parameters())
         generator = torch.Generator().manual_seed(0)
         tokens = torch.randint(0, config.vocab_size, (batch, seq_len), generator=generator)
-        flops = _count_flops(model, tokens.to(next(model.parameters()).device))
+        flops, _ = count_flops(model, tokens.to(next(model.parameters()).device))
         qmodel = quantize(model, config, torch_device)  # an eval-mode copy
         tokens = tokens.to(torch_device)
         for _ in range(warmup):
@@ -145,18 +145,6 @@ def _num_threads(threads: int | None) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
-
-
-def _count_flops(model: nn.Module, tokens: torch.Tensor) -> int:
-    """FLOPs of one forward in eval mode; the model's train/eval mode is restored."""
-    training = model.training
-    counter = FlopCounterMode(display=False)
-    try:
-        with counter:
-            model.eval()(tokens)
-    finally:
-        model.train(training)
-    return int(counter.get_total_flops())
 
 
 def _forwards_per_repeat(seconds_per_forward: float) -> int:

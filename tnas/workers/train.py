@@ -38,7 +38,7 @@ class Budget:
     steps: int = 300
     max_seconds: float | None = None
     batch_size: int = 32
-    lr: float = 3e-3
+    lr: float = 1e-3
     warmup_steps: int | None = None  # default: 10% of the steps, at most 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
