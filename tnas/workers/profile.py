@@ -22,6 +22,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -178,9 +179,25 @@ def _time_cuda(model: nn.Module, tokens: torch.Tensor, repeats: int) -> tuple[li
     return [run(number) for _ in range(repeats)], number
 
 
+@contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """Drop what C++ code writes to fd 2 (kineto logs profiler_start/stop lines there)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _peak_cpu_allocated(model: nn.Module, tokens: torch.Tensor) -> int:
     """Peak bytes held by torch's CPU allocator during one forward, above the start."""
-    with torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _stderr_silenced(), torch.profiler.profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True
+    ) as prof:
         model(tokens)
     events = [
         event
