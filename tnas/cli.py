@@ -23,6 +23,8 @@ space_app = typer.Typer(no_args_is_help=True, help="Validate, show and sample de
 model_app = typer.Typer(no_args_is_help=True, help="Inspect the network a config builds.")
 app.add_typer(space_app, name="space")
 app.add_typer(model_app, name="model")
+search_app = typer.Typer(no_args_is_help=True, help="Launch and resume architecture searches.")
+app.add_typer(search_app, name="search")
 
 console = Console()
 USER_ERRORS = (SpaceError, ConfigError, FileNotFoundError, ValueError)
@@ -246,6 +248,281 @@ def profile_command(
     )
     console.print(f"bits per layer: {result['bits']}")
     console.print(f"device: {json.dumps(fingerprint)}")
+
+
+STORAGE_HELP = "database URL or .db file (default: sqlite:///tnas.db)"
+
+
+def open_db(storage: str | None):
+    from tnas.search.db import Database, StorageError
+
+    try:
+        return Database(storage)
+    except StorageError as err:
+        raise fail(str(err)) from None
+
+
+def build_evaluator(spec, space):
+    """The evaluator a run names, and the metric names it reports (nothing started yet)."""
+    from tnas.workers.backend import ProfileSettings, TrialJob, reported_metrics
+    from tnas.workers.replay import parse_replay
+
+    replay_spec = spec.evaluator
+    if not replay_spec and spec.pool and '"metrics"' in Path(spec.pool).read_text()[:100_000]:
+        replay_spec = f"replay:{spec.pool}"  # a pool in the replay format is its own evaluator
+    if replay_spec:
+        replay = parse_replay(replay_spec, space, slots=max(1, spec.workers), seed=spec.seed)
+        names = {name for row in replay.rows.values() for name in row["metrics"]}
+        return (lambda: replay), names
+    from tnas.workers.train import Budget
+
+    job = TrialJob(
+        task=spec.task,
+        budget=Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed),
+        profile=ProfileSettings(
+            batch=spec.profile_batch, seq_len=spec.profile_seq_len, repeats=spec.profile_repeats
+        ),
+    )
+
+    def start():
+        from tnas.workers.backend import InlineEvaluator
+        from tnas.workers.pool import RayPool
+
+        if spec.workers == 0:
+            return InlineEvaluator(job)
+        return RayPool(
+            job, workers=spec.workers, address=spec.ray_address, trial_timeout=spec.trial_timeout
+        )
+
+    return start, reported_metrics(job)
+
+
+def run_search(spec, resume: bool = False) -> None:
+    """Validate everything, then open the database and the evaluator, and drive the search."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from tnas.search import run as runs
+
+    try:
+        space = runs.load_run_space(spec)
+        pool = runs.read_pool(spec.pool, space) if spec.pool else None
+        start_evaluator, metric_names = build_evaluator(spec, space)
+        constraints = runs.check_run(spec, space, metric_names)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    db = open_db(spec.storage)
+    try:
+        study = runs.open_study(spec, db)
+        if resume:
+            orphans = runs.requeue_orphans(study, space)
+            console.print(f"resuming {spec.study_name}: {orphans} orphaned trial(s) re-queued")
+    except runs.RunError as err:
+        raise fail(str(err)) from None
+    evaluator = start_evaluator()
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+    )
+    with Progress(*columns, console=console) as bar:
+        task_id = bar.add_task(spec.study_name, total=spec.trials, status="starting")
+
+        def update(progress) -> None:
+            bar.update(
+                task_id,
+                completed=progress.finished,
+                status=(
+                    f"failed {progress.failed}, running {progress.in_flight}, "
+                    f"front {progress.front_size}, HV {progress.hypervolume:.4g}"
+                ),
+            )
+
+        driver = runs.make_driver(spec, study, space, evaluator, db, constraints, pool, update)
+        try:
+            progress = driver.run()
+        except KeyboardInterrupt:
+            console.print(f"interrupted: resume with `tnas search resume {spec.study_name}`")
+            raise typer.Exit(code=130) from None
+        finally:
+            evaluator.close()
+    console.print(f"{spec.study_name}: {progress.stopped}; front of {progress.front_size}")
+    show_pareto(db, spec.study_name)
+
+
+@search_app.command("launch")
+def search_launch(
+    run_file: str = typer.Argument(None, help="a YAML run file with the settings below"),
+    space: str = typer.Option(None, help="YAML file or preset name [primer]"),
+    task: str = typer.Option(None, help="task spec [digits]"),
+    objective: list[str] = typer.Option(None, help="NAME:max|min, repeatable"),
+    constraint: list[str] = typer.Option(None, help="e.g. 'params<=2e6', repeatable"),
+    trials: int = typer.Option(None, help="evaluated trials in the study [40]"),
+    workers: int = typer.Option(None, help="Ray workers; 0 runs trials in this process [2]"),
+    sampler: str = typer.Option(None, help="nsga2, nsga3, tpe, gp or random [nsga2]"),
+    seed: int = typer.Option(None, help="seed of the sampler and of training [0]"),
+    study: str = typer.Option(None, help="study name [SPACE-TASK-SAMPLER-sSEED]"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    pool: str = typer.Option(None, help="JSONL file of candidate configs"),
+    evaluator: str = typer.Option(None, help="replay:TABLE answers from a recorded table"),
+    timeout: float = typer.Option(None, help="seconds for the whole search"),
+    ray_address: str = typer.Option(None, help="join this Ray cluster instead of a local Ray"),
+    steps: int = typer.Option(None, help="training steps per trial [300]"),
+    trial_timeout: float = typer.Option(None, help="seconds per trial before it is killed"),
+):
+    """Run a multi-objective architecture search; every trial and front goes to the database."""
+    from tnas.search.run import RunError, RunSpec
+
+    options = {
+        "space": space,
+        "task": task,
+        "objectives": objective or None,
+        "constraints": constraint or None,
+        "trials": trials,
+        "workers": workers,
+        "sampler": sampler,
+        "seed": seed,
+        "study": study,
+        "storage": storage,
+        "pool": pool,
+        "evaluator": evaluator,
+        "timeout": timeout,
+        "ray_address": ray_address,
+        "steps": steps,
+        "trial_timeout": trial_timeout,
+    }
+    try:
+        if run_file:
+            spec = RunSpec.from_yaml(run_file, **options)
+        else:
+            spec = RunSpec.build({k: v for k, v in options.items() if v is not None})
+    except RunError as err:
+        raise fail(str(err)) from None
+    run_search(spec)
+
+
+@search_app.command("resume")
+def search_resume(
+    study: str = typer.Argument(..., help="the study to continue"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+):
+    """Continue a study whose driver died; orphaned trials are failed and re-queued."""
+    from tnas.search.run import RunSpec
+
+    db = open_db(storage)
+    try:
+        stored = load_study_attrs(db, study)
+    except LookupError as err:
+        raise fail(str(err)) from None
+    spec = RunSpec.build(stored["run"] | {"storage": db.url, "study": study})
+    run_search(spec, resume=True)
+
+
+def load_study_attrs(db, name: str) -> dict:
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=db.optuna_storage())
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(db.optuna_storage())]
+        raise LookupError(
+            f"no study {name!r} in {db.url}; studies: {', '.join(names) or 'none'}"
+        ) from None
+    if "tnas" not in study.user_attrs:
+        raise LookupError(f"study {name!r} was not made by tnas search")
+    return study.user_attrs["tnas"]
+
+
+def print_rows(rows: list[dict], title: str) -> None:
+    if not rows:
+        console.print(f"{title}: nothing yet")
+        return
+    columns = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
+    table = Table(*columns, title=title)
+    for row in rows:
+        table.add_row(
+            *(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
+        )
+    console.print(table)
+
+
+def show_pareto(db, study: str) -> None:
+    from tnas.search.query import pareto_rows
+
+    print_rows(pareto_rows(db, study), f"Pareto front of {study}")
+
+
+@app.command("studies")
+def studies_command(storage: str = typer.Option(None, help=STORAGE_HELP)):
+    """List studies with their trial counts and front sizes."""
+    from tnas.search.query import list_studies
+
+    print_rows(list_studies(open_db(storage)), "studies")
+
+
+@app.command("trials")
+def trials_command(
+    study: str = typer.Argument(...),
+    state: list[str] = typer.Option(None, help="COMPLETE, FAIL, RUNNING, ... (repeatable)"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
+):
+    """List a study's trials."""
+    from tnas.search.query import list_trials, write_rows
+
+    try:
+        rows = list_trials(open_db(storage), study, states=state or None)
+    except LookupError as err:
+        raise fail(str(err)) from None
+    if fmt == "table":
+        print_rows(rows, f"trials of {study}")
+    else:
+        write_rows(rows, fmt, sys.stdout)
+
+
+@app.command("pareto")
+def pareto_command(
+    study: list[str] = typer.Argument(..., help="one study, or several to overlay in --plot"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
+    history: bool = typer.Option(False, help="the front's snapshots over time"),
+    plot: str = typer.Option(None, help="write a scatter to FILE.png or FILE.html"),
+):
+    """Show the latest Pareto front of a study (from its stored snapshot)."""
+    from tnas.search.query import front_history, pareto_rows, write_rows
+
+    db = open_db(storage)
+    try:
+        if plot:
+            from tnas.search.plots import plot_fronts
+
+            plot_fronts(db, study, plot)
+            console.print(f"wrote {plot}")
+            return
+        name = study[0]
+        rows = front_history(db, name) if history else pareto_rows(db, name)
+    except (LookupError, ValueError) as err:
+        raise fail(str(err)) from None
+    if fmt == "table":
+        print_rows(rows, f"{'front history' if history else 'Pareto front'} of {name}")
+    else:
+        write_rows(rows, fmt, sys.stdout)
+
+
+@app.command("dashboard")
+def dashboard_command(
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    port: int = typer.Option(8080, help="port on 127.0.0.1"),
+):
+    """Start optuna-dashboard on 127.0.0.1 over the study database."""
+    import os
+
+    from tnas.search.query import dashboard_command as argv_for
+
+    db = open_db(storage)
+    argv = argv_for(db.url, port=port)
+    console.print(f"optuna-dashboard on http://127.0.0.1:{port} ({db.url})")
+    os.execvp(argv[0], argv)
 
 
 @app.command("demo")

@@ -34,6 +34,17 @@ FAILURE_REASONS = (
 )
 
 
+PROFILE_METRICS = (
+    "latency_ms",
+    "latency_iqr_ms",
+    "latency_cv",
+    "peak_mem_mb",
+    "params",
+    "flops",
+    "model_bytes",
+)
+
+
 @dataclass(frozen=True)
 class ProfileSettings:
     """Where and how latency is measured after training."""
@@ -52,6 +63,14 @@ class TrialJob:
     task: str = "digits"
     budget: Budget = field(default_factory=Budget)
     profile: ProfileSettings | None = field(default_factory=ProfileSettings)
+
+
+def reported_metrics(job: TrialJob) -> set[str]:
+    """The metric names a successful trial of `job` reports."""
+    from tnas.workers.tasks import parse_task
+
+    names = {m.name for m in parse_task(job.task).metrics} | {"train_loss", "steps", "seconds"}
+    return names | set(PROFILE_METRICS) if job.profile is not None else names
 
 
 def failed(key: str, config: ArchConfig, reason: str, error: str, **extra) -> dict:

@@ -195,9 +195,10 @@ def _stderr_silenced() -> Iterator[None]:
 
 def _peak_cpu_allocated(model: nn.Module, tokens: torch.Tensor) -> int:
     """Peak bytes held by torch's CPU allocator during one forward, above the start."""
-    with _stderr_silenced(), torch.profiler.profile(
-        activities=[ProfilerActivity.CPU], profile_memory=True
-    ) as prof:
+    with (
+        _stderr_silenced(),
+        torch.profiler.profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof,
+    ):
         model(tokens)
     events = [
         event

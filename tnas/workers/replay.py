@@ -4,7 +4,8 @@ A table is JSONL, one `{"config": ..., "metrics": {...}}` per line (optionally `
 "failed"` and `"reason"`), or CSV with a `config` column of JSON, or with one column per knob
 of a design space and the rest metrics. `config` is a full `ArchConfig` (it has `layers`) or a
 flat dict of knob values (`{"d_model": 256, "layer0.mixer": "gla", ...}`, needs `space`).
-Lookup is exact, by config hash. Optional multiplicative noise is seeded per config and call.
+Lookup is exact, by config hash. Optional multiplicative noise is seeded per config and call;
+an optional `delay` simulates the seconds a trial takes.
 
 >>> import json, tempfile
 >>> from tnas.space import ArchConfig
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,13 +120,15 @@ class ReplayEvaluator:
         noise: float = 0.0,
         seed: int = 0,
         slots: int = 1,
+        delay: float = 0.0,
     ):
         self.rows = load_table(table, space)
         self.noise = noise
         self.seed = seed
         self.slots = slots
+        self.delay = delay  # simulated seconds per trial, so drivers can be tested mid-search
         self.calls = 0
-        self.done: list[dict] = []
+        self.done: list[tuple[float, dict]] = []
 
     def answer(self, key: str, config: ArchConfig) -> dict:
         base = {
@@ -160,13 +164,23 @@ class ReplayEvaluator:
         return base | {"status": "ok", "reason": None, "metrics": metrics}
 
     def submit(self, key: str, config: ArchConfig) -> None:
-        self.done.append(self.answer(key, config))
+        self.done.append((time.monotonic() + self.delay, self.answer(key, config)))
 
     def pending(self) -> int:
         return len(self.done)
 
     def collect(self, timeout: float | None = None) -> list[dict]:
-        reports, self.done = self.done, []
+        """Reports whose simulated time is up, waiting for the first up to `timeout`."""
+        if self.done:
+            first = min(ready for ready, _ in self.done)
+            wait = first - time.monotonic()
+            if timeout is not None:
+                wait = min(wait, timeout)
+            if wait > 0:
+                time.sleep(wait)
+        now = time.monotonic()
+        reports = [report for ready, report in self.done if ready <= now]
+        self.done = [(ready, report) for ready, report in self.done if ready > now]
         return reports
 
     def close(self) -> None:
@@ -184,3 +198,18 @@ def write_table(path: str | Path, rows: list[tuple[ArchConfig, dict]]) -> None:
                 "reason": report["reason"],
             }
             handle.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def parse_replay(spec: str, space: DesignSpace | None = None, **defaults) -> ReplayEvaluator:
+    """`replay:TABLE[,noise=0.01][,delay=0.2][,slots=2]` as the CLI's `--evaluator` takes it."""
+    kind, _, rest = spec.partition(":")
+    table, *options = rest.split(",")
+    if kind != "replay" or not table:
+        raise ReplayError(f"evaluator {spec!r} must be replay:TABLE[,noise=X][,delay=S]")
+    settings = dict(defaults)
+    for option in options:
+        name, _, value = option.partition("=")
+        if name not in ("noise", "delay", "slots", "seed") or not value:
+            raise ReplayError(f"evaluator option {option!r}: valid are noise, delay, slots, seed")
+        settings[name] = int(value) if name in ("slots", "seed") else float(value)
+    return ReplayEvaluator(table, space, **settings)

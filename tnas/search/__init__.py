@@ -1,0 +1,1 @@
+"""How points are chosen: studies, samplers, the driver, the Pareto store. Imports no torch."""

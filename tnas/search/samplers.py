@@ -1,0 +1,57 @@
+"""Registry of search strategies: name -> a function building an Optuna sampler.
+
+>>> type(create_sampler("nsga2", seed=0)).__name__
+'NSGAIISampler'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tnas.space.catalog import unknown_name
+
+
+def _nsga2(seed, population_size):
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
+
+
+def _nsga3(seed, population_size):
+    import optuna
+
+    return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed)
+
+
+def _tpe(seed, population_size):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+
+
+def _gp(seed, population_size):
+    import optuna
+
+    return optuna.samplers.GPSampler(seed=seed)
+
+
+def _random(seed, population_size):
+    import optuna
+
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+SAMPLERS: dict[str, Callable] = {
+    "nsga2": _nsga2,
+    "nsga3": _nsga3,
+    "tpe": _tpe,
+    "gp": _gp,
+    "random": _random,
+}
+
+
+def create_sampler(name: str, seed: int, constraints_func=None, population_size: int = 16):
+    """An Optuna sampler; `constraints_func(trial) -> list[float]` (<= 0 feasible) where used."""
+    if name not in SAMPLERS:
+        raise ValueError(unknown_name("sampler", name, SAMPLERS))
+    return SAMPLERS[name](seed, population_size)
