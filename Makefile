@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean postgres
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,13 +13,24 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,postgres]'
 	touch $@
 
+# A real search: simq space on digits, accuracy vs latency, 30 trials on 2 Ray workers.
 demo: $(VENV)/.installed
-	$(VENV)/bin/tnas demo --space primer --steps 150 --seed 0
+	$(VENV)/bin/tnas search launch --space simq --task digits,tokens=patch \
+	  --objective accuracy:max --objective latency_ms:min --trials 30 --workers 2 \
+	  --steps 200 --study demo --storage tnas.db
+	$(VENV)/bin/tnas pareto demo --storage tnas.db --plot front.png
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check tnas tests bench
 
-test: lint
+# The database tests start a throwaway PostgreSQL cluster: install the server once (apt).
+postgres:
+	@command -v /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+	  $$sudo apt-get update -qq && \
+	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+
+test: lint postgres
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=10
 
 bench: $(VENV)/.installed

@@ -433,6 +433,14 @@ def load_study_attrs(db, name: str) -> dict:
     return study.user_attrs["tnas"]
 
 
+def cell(column: str, value) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    if column == "config_hash" and isinstance(value, str):
+        return value[:12]
+    return str(value)
+
+
 def print_rows(rows: list[dict], title: str) -> None:
     if not rows:
         console.print(f"{title}: nothing yet")
@@ -440,9 +448,7 @@ def print_rows(rows: list[dict], title: str) -> None:
     columns = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
     table = Table(*columns, title=title)
     for row in rows:
-        table.add_row(
-            *(f"{row[c]:.6g}" if isinstance(row[c], float) else str(row[c]) for c in columns)
-        )
+        table.add_row(*(cell(c, row[c]) for c in columns))
     console.print(table)
 
 

@@ -18,9 +18,13 @@ def _nsga2(seed, population_size):
 
 
 def _nsga3(seed, population_size):
+    import warnings
+
     import optuna
 
-    return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed)
+    with warnings.catch_warnings():  # "experimental": we pin and test the version we use
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed)
 
 
 def _tpe(seed, population_size):
