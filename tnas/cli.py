@@ -452,6 +452,19 @@ def print_rows(rows: list[dict], title: str) -> None:
     console.print(table)
 
 
+def emit(rows: list[dict], fmt: str, title: str) -> None:
+    """Rows as a rich table, or as JSON or CSV on stdout."""
+    from tnas.search.query import write_rows
+
+    if fmt == "table":
+        print_rows(rows, title)
+        return
+    try:
+        write_rows(rows, fmt, sys.stdout)
+    except ValueError as err:
+        raise fail(str(err)) from None
+
+
 def show_pareto(db, study: str) -> None:
     from tnas.search.query import pareto_rows
 
@@ -474,16 +487,13 @@ def trials_command(
     fmt: str = typer.Option("table", "--format", help="table, json or csv"),
 ):
     """List a study's trials."""
-    from tnas.search.query import list_trials, write_rows
+    from tnas.search.query import list_trials
 
     try:
         rows = list_trials(open_db(storage), study, states=state or None)
     except LookupError as err:
         raise fail(str(err)) from None
-    if fmt == "table":
-        print_rows(rows, f"trials of {study}")
-    else:
-        write_rows(rows, fmt, sys.stdout)
+    emit(rows, fmt, f"trials of {study}")
 
 
 @app.command("pareto")
@@ -495,7 +505,7 @@ def pareto_command(
     plot: str = typer.Option(None, help="write a scatter to FILE.png or FILE.html"),
 ):
     """Show the latest Pareto front of a study (from its stored snapshot)."""
-    from tnas.search.query import front_history, pareto_rows, write_rows
+    from tnas.search.query import front_history, pareto_rows
 
     db = open_db(storage)
     try:
@@ -509,10 +519,7 @@ def pareto_command(
         rows = front_history(db, name) if history else pareto_rows(db, name)
     except (LookupError, ValueError) as err:
         raise fail(str(err)) from None
-    if fmt == "table":
-        print_rows(rows, f"{'front history' if history else 'Pareto front'} of {name}")
-    else:
-        write_rows(rows, fmt, sys.stdout)
+    emit(rows, fmt, f"{'front history' if history else 'Pareto front'} of {name}")
 
 
 @app.command("dashboard")
