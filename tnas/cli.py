@@ -341,11 +341,11 @@ def run_search(spec, resume: bool = False) -> None:
         driver = runs.make_driver(spec, study, space, evaluator, db, constraints, pool, update)
         try:
             progress = driver.run()
-        except KeyboardInterrupt:
-            console.print(f"interrupted: resume with `tnas search resume {spec.study_name}`")
-            raise typer.Exit(code=130) from None
         finally:
             evaluator.close()
+    if progress.stopped == "interrupted":
+        console.print(f"interrupted: resume with `tnas search resume {spec.study_name}`")
+        raise typer.Exit(code=130)
     console.print(f"{spec.study_name}: {progress.stopped}; front of {progress.front_size}")
     show_pareto(db, spec.study_name)
 

@@ -220,23 +220,25 @@ def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(table, tmp_path)
     assert not [t for t in states if t.state == optuna.trial.TrialState.RUNNING]
 
 
-def test_two_drivers_share_one_study(table, tmp_path):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
-    assert (
-        cli(
-            "search",
-            "launch",
-            "--pool",
-            str(table),
-            "--trials",
-            "1",
-            "--study",
-            "two",
-            "--storage",
-            url,
-        ).exit_code
-        == 0
-    )  # create the study once, then race
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_drivers_share_one_study(table, tmp_path, request, backend):
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'shared.db'}"
+    else:
+        url = request.getfixturevalue("postgres_cluster").create_database("shared")
+    create = cli(
+        "search",
+        "launch",
+        "--pool",
+        str(table),
+        "--trials",
+        "1",
+        "--study",
+        "two",
+        "--storage",
+        url,
+    )
+    assert create.exit_code == 0, create.output  # the study exists; now two drivers race
     drivers = [launch_process(table, url, "two", trials=24, delay=0.05) for _ in range(2)]
     for driver in drivers:
         _, stderr = driver.communicate(timeout=300)
@@ -244,6 +246,29 @@ def test_two_drivers_share_one_study(table, tmp_path):
     done = evaluated(url, "two")
     hashes = [t.user_attrs["config_hash"] for t in done]
     assert len(done) >= 24 and len(set(hashes)) == len(hashes)
+
+
+def test_ctrl_c_fails_in_flight_trials_and_the_study_resumes(table, tmp_path):
+    url = f"sqlite:///{tmp_path / 'int.db'}"
+    driver = launch_process(table, url, "i", trials=20, delay=0.3)
+
+    def some_done() -> bool:
+        try:
+            return len(evaluated(url, "i")) >= 4
+        except KeyError:
+            return False
+
+    wait_for(some_done)
+    driver.send_signal(signal.SIGINT)
+    _, stderr = driver.communicate(timeout=60)
+    assert driver.returncode == 130, stderr
+    trials = optuna.load_study(study_name="i", storage=url).get_trials()
+    assert not [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
+    interrupted = [t for t in trials if t.user_attrs.get("reason") == "interrupted"]
+    assert interrupted
+    assert cli("search", "resume", "i", "--storage", url).exit_code == 0
+    hashes = [t.user_attrs["config_hash"] for t in evaluated(url, "i")]
+    assert len(hashes) == 20 and len(set(hashes)) == 20
 
 
 def test_a_small_real_search_trains_and_profiles(tmp_path):

@@ -11,6 +11,8 @@ count against the budget; every trial also hands its constraint values to the sa
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -96,6 +98,7 @@ class SearchDriver:
 
     def __post_init__(self):
         self.in_flight: dict[str, tuple[object, ArchConfig]] = {}
+        self.interrupted = threading.Event()
         self.front_numbers: frozenset[int] = frozenset()
 
     def feasible(self, config: ArchConfig) -> bool:
@@ -163,7 +166,7 @@ class SearchDriver:
         from optuna.trial import TrialState
 
         wasted = 0
-        while len(self.in_flight) < self.evaluator.slots:
+        while len(self.in_flight) < self.evaluator.slots and not self.interrupted.is_set():
             values, running, _, evaluated, _ = self.recorded()
             if evaluated + len(self.in_flight) >= self.n_trials:
                 return
@@ -270,12 +273,19 @@ class SearchDriver:
         self.in_flight.clear()
 
     def run(self) -> Progress:
-        """Search until the budget, the timeout, or nothing new to try; Ctrl-C stops cleanly:
-        in-flight trials are marked failed (`interrupted`) and the study can be resumed."""
+        """Search until the budget, the timeout, or nothing new to try.
+
+        Ctrl-C (SIGINT) stops cleanly: the signal only sets a flag, checked between Optuna
+        calls, so no trial is left half-written; in-flight trials are marked failed
+        (`interrupted`), `progress.stopped` says "interrupted", and the study can be resumed.
+        """
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: self.interrupted.set())
         try:
             self.snapshot()
-            while True:
+            while not self.interrupted.is_set():
                 self.fill(deadline)
                 if not self.in_flight:
                     break
@@ -288,11 +298,12 @@ class SearchDriver:
                     self.fail_in_flight("search_timeout")
                     self.progress.stopped = f"the {self.timeout:g} s search timeout passed"
                     break
-        except KeyboardInterrupt:
-            self.fail_in_flight("interrupted")
-            self.progress.stopped = "interrupted"
-            raise
+            if self.interrupted.is_set():
+                self.fail_in_flight("interrupted")
+                self.progress.stopped = "interrupted"
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
             self.snapshot()
             if self.on_update:
                 self.on_update(self.progress)
