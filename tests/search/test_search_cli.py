@@ -188,10 +188,18 @@ def launch_process(table: Path, url: str, study: str, trials: int, delay: float)
     )
 
 
-def wait_for(condition, limit: float = 120) -> None:
+def wait_for_evaluated(url: str, study: str, count: int, limit: float = 120) -> None:
+    """Poll the database until the study has `count` evaluated trials (a running driver)."""
+
+    def reached() -> bool:
+        try:
+            return len(evaluated(url, study)) >= count
+        except KeyError:  # the study is not created yet
+            return False
+
     start = time.monotonic()
-    while not condition():
-        assert time.monotonic() - start < limit, "condition not reached"
+    while not reached():
+        assert time.monotonic() - start < limit, f"{study} never reached {count} trials"
         time.sleep(0.2)
 
 
@@ -199,13 +207,7 @@ def test_resume_after_sigkill_loses_nothing_and_repeats_nothing(table, tmp_path)
     url = f"sqlite:///{tmp_path / 'kill.db'}"
     driver = launch_process(table, url, "k", trials=20, delay=0.3)
 
-    def some_done() -> bool:
-        try:
-            return len(evaluated(url, "k")) >= 5
-        except KeyError:
-            return False
-
-    wait_for(some_done)
+    wait_for_evaluated(url, "k", 5)
     os.kill(driver.pid, signal.SIGKILL)
     driver.wait()
     before = {t.number: t.values for t in evaluated(url, "k")}
@@ -252,13 +254,7 @@ def test_ctrl_c_fails_in_flight_trials_and_the_study_resumes(table, tmp_path):
     url = f"sqlite:///{tmp_path / 'int.db'}"
     driver = launch_process(table, url, "i", trials=20, delay=0.3)
 
-    def some_done() -> bool:
-        try:
-            return len(evaluated(url, "i")) >= 4
-        except KeyError:
-            return False
-
-    wait_for(some_done)
+    wait_for_evaluated(url, "i", 4)
     driver.send_signal(signal.SIGINT)
     _, stderr = driver.communicate(timeout=60)
     assert driver.returncode == 130, stderr
