@@ -294,3 +294,19 @@ def test_a_small_real_search_trains_and_profiles(tmp_path):
         assert 0 <= trial.values[0] <= 1 and trial.values[1] > 0
         assert trial.user_attrs["fingerprint"]["torch"]
         assert len(trial.user_attrs["curve"]) == 3
+
+
+def test_query_commands_do_not_import_torch(table, tmp_path):
+    url = f"sqlite:///{tmp_path / 'light.db'}"
+    launched = cli(
+        "search", "launch", "--pool", str(table), "--trials", "5", "--study", "l", "--storage", url
+    )
+    assert launched.exit_code == 0, launched.output
+    code = (
+        "import sys; from typer.testing import CliRunner; from tnas.cli import app; "
+        f"results = [CliRunner().invoke(app, [*args, '--storage', {url!r}]) "
+        "for args in (['studies'], ['pareto', 'l'])]; "
+        "assert all(r.exit_code == 0 for r in results), [r.output for r in results]; "
+        "assert 'torch' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
