@@ -8,6 +8,7 @@ that build a network, so `tnas space ...` answers quickly.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -541,13 +542,15 @@ def dashboard_command(
 @app.command("demo")
 def demo(
     space: str = typer.Option("primer", help="YAML file or preset name"),
-    steps: int = typer.Option(40, help="training steps"),
+    steps: int = typer.Option(150, help="training steps"),
     seed: int = typer.Option(0, help="random seed"),
     max_params: float = typer.Option(2e6, help="sample only configs with at most this many"),
 ):
-    """Sample a small model from a space, summarise it, and train it for a few real steps."""
+    """Sample one small model from a space, summarise it, and train it on `textlm`."""
     from tnas.nn import summary
-    from tnas.workers.demo import sample_small, train_demo
+    from tnas.workers.demo import sample_small
+    from tnas.workers.tasks import create_task
+    from tnas.workers.train import Budget, TrialFailed, train
 
     loaded = open_space(space)
     try:
@@ -556,23 +559,21 @@ def demo(
         raise fail(str(err)) from None
     console.print(f"[bold]sampled from {loaded.name}[/bold] ({config.short_hash}):")
     console.print_json(json.dumps(loaded.to_flat(config)))
-    result_summary = summary(config, seq_len=min(128, config.max_seq_len))
+    task = create_task("textlm")
+    result_summary = summary(task.adapt(config))
     console.print(
         f"params {result_summary.params:,}; forward FLOPs "
         f"{result_summary.flops / 1e9:.3f} G per {result_summary.seq_len} tokens"
     )
-
-    def log(step: int, loss: float) -> None:
-        if step == 1 or step % 10 == 0 or step == steps:
-            console.print(f"step {step:4d}  train loss {loss:.4f}")
-
     try:
-        result = train_demo(config, steps=steps, seed=seed, log=log)
-    except (ValueError, FloatingPointError) as err:
-        raise fail(str(err)) from None
+        result = train(config, task, Budget(steps=steps, batch_size=8, lr=3e-3, seed=seed))
+    except TrialFailed as err:
+        typer.echo(f"error: trial failed: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    first = result.curve[0][1] / math.log(2)
     console.print(
-        f"validation bits/byte: {result.val_bpb_before:.3f} -> {result.val_bpb_after:.3f} "
-        f"after {result.steps} steps ({result.tokens_per_s:,.0f} tokens/s)"
+        f"training bits/byte {first:.3f} -> validation bits/byte {result.metrics['bpb']:.3f} "
+        f"after {len(result.curve)} steps ({result.metrics['seconds']:.1f} s)"
     )
 
 
