@@ -151,3 +151,31 @@ def test_profile_measures_and_refuses_4_bit_on_cpu(tmp_path):
     assert report["latency_ms"] > 0 and report["bits"] == [8]
     refused = run("profile", tiny_config_file(tmp_path, bits=4), "--seq", "16")
     assert refused.exit_code == 2 and "4-bit" in refused.output
+
+
+def test_predictors_calibrate_writes_a_latency_table(tmp_path):
+    from tnas.predictors.latency import LatencyTable
+
+    space = tmp_path / "tiny.yaml"
+    space.write_text(
+        "global:\n  d_model: {choices: [32, 64]}\n  n_layers: {low: 1, high: 2}\n"
+        "  max_seq_len: 32\nper_layer:\n  ffn_dim: {choices: [32, 64]}\n"
+        "  bits: {choices: [32, 8]}\n"
+    )
+    out = tmp_path / "latency.json"
+    result = run(
+        "predictors",
+        "calibrate",
+        "--space",
+        str(space),
+        "--budget",
+        "10",
+        "--seq",
+        "16",
+        "--out",
+        str(out),
+    )
+    assert result.exit_code == 0, result.output
+    table = LatencyTable.load(out)
+    assert 0 < table.measurements <= 10
+    assert all(ms > 0 for ms in table.entries.values())

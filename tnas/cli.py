@@ -26,6 +26,8 @@ app.add_typer(space_app, name="space")
 app.add_typer(model_app, name="model")
 search_app = typer.Typer(no_args_is_help=True, help="Launch and resume architecture searches.")
 app.add_typer(search_app, name="search")
+predictors_app = typer.Typer(no_args_is_help=True, help="Learned stand-ins for evaluation.")
+app.add_typer(predictors_app, name="predictors")
 
 console = Console()
 USER_ERRORS = (SpaceError, ConfigError, FileNotFoundError, ValueError)
@@ -537,6 +539,32 @@ def dashboard_command(
     argv = argv_for(db.url, port=port)
     console.print(f"optuna-dashboard on http://127.0.0.1:{port} ({db.url})")
     os.execvp(argv[0], argv)
+
+
+@predictors_app.command("calibrate")
+def predictors_calibrate(
+    space: str = typer.Option("simq", help="YAML file or preset name"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+    budget: int = typer.Option(200, help="at most this many measurements"),
+    batch: int = typer.Option(1, help="sequences per forward"),
+    seq: int = typer.Option(128, help="tokens per sequence"),
+    seed: int = typer.Option(0, help="seed for the sampled configs"),
+    out: str = typer.Option("latency.json", help="where to write the table (JSON)"),
+):
+    """Measure a per-block latency table for a space on this device."""
+    from tnas.nn.quant import UnsupportedQuantization
+    from tnas.workers.calibrate import calibrate
+
+    loaded = open_space(space)
+    try:
+        table = calibrate(loaded, device=device, budget=budget, batch=batch, seq_len=seq, seed=seed)
+    except (UnsupportedQuantization, *USER_ERRORS) as err:
+        raise fail(str(err)) from None
+    table.save(out)
+    console.print(
+        f"wrote {out}: {len(table.entries)} blocks, {len(table.full_models)} whole models, "
+        f"{table.measurements} measurements on device {table.device_id}"
+    )
 
 
 @app.command("demo")
