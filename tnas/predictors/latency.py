@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -70,21 +70,14 @@ def block_key(config: ArchConfig, layer: LayerConfig, batch: int, seq_len: int) 
     >>> block_key(cfg, cfg.layers[0], batch=1, seq_len=16)
     ('attention', 32, 4, 64, 'gelu', 32, 0, 0, 0, 'layernorm', True, 1, 16)
     """
-    return (
-        layer.mixer,
-        config.d_model,
-        layer.n_heads,
-        layer.ffn_dim,
-        layer.activation,
-        layer.bits,
-        layer.dconv_kernel,
-        layer.conv_kernel,
-        layer.state_size,
-        config.norm,
-        config.head == "lm",
-        batch,
-        seq_len,
-    )
+    values = asdict(layer) | {
+        "d_model": config.d_model,
+        "norm": config.norm,
+        "causal": config.head == "lm",
+        "batch": batch,
+        "seq_len": seq_len,
+    }
+    return tuple(values[name] for name in BLOCK_KEY_FIELDS)
 
 
 def overhead_key(config: ArchConfig, batch: int, seq_len: int) -> tuple:

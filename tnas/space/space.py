@@ -59,16 +59,7 @@ GLOBAL_KNOBS = (
     "tie_embeddings",
     "n_classes",
 )
-LAYER_KNOBS = (
-    "mixer",
-    "n_heads",
-    "ffn_dim",
-    "activation",
-    "bits",
-    "dconv_kernel",
-    "conv_kernel",
-    "state_size",
-)
+LAYER_KNOBS = tuple(f.name for f in fields(LayerConfig))
 _NAMED = {
     "norm": NORMS,
     "head": HEADS,
