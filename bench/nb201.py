@@ -70,13 +70,15 @@ def build_table(path: Path) -> np.ndarray:
     return np.array(points)
 
 
-def run(space, table: Path, sampler: str, seed: int, budget: int, folder: Path) -> np.ndarray:
+def run(
+    space, table: Path, sampler: str, seed: int, budget: int, folder: Path, batch: int = 16
+) -> np.ndarray:
     """One search; the (accuracy, latency) of its evaluated trials in evaluation order."""
     db = Database(f"sqlite:///{folder / f'{sampler}-{seed}.db'}")
     study = optuna.create_study(
         study_name=f"{sampler}-{seed}",
         storage=db.optuna_storage(),
-        sampler=create_sampler(sampler, seed),
+        sampler=create_sampler(sampler, seed, batch, space),
         directions=["maximize", "minimize"],
     )
     objectives = [Objective("accuracy", "max"), Objective("latency_ms", "min")]

@@ -315,7 +315,7 @@ def run_search(spec, resume: bool = False) -> None:
         raise fail(str(err)) from None
     db = open_db(spec.storage)
     try:
-        study = runs.open_study(spec, db)
+        study = runs.open_study(spec, db, space)
         if resume:
             orphans = runs.requeue_orphans(study, space)
             console.print(f"resuming {spec.study_name}: {orphans} orphaned trial(s) re-queued")
@@ -362,7 +362,7 @@ def search_launch(
     constraint: list[str] = typer.Option(None, help="e.g. 'params<=2e6', repeatable"),
     trials: int = typer.Option(None, help="evaluated trials in the study [40]"),
     workers: int = typer.Option(None, help="Ray workers; 0 runs trials in this process [2]"),
-    sampler: str = typer.Option(None, help="nsga2, nsga3, tpe, gp or random [nsga2]"),
+    sampler: str = typer.Option(None, help="nsga2, nsga3, tpe, gp, random or linas [nsga2]"),
     seed: int = typer.Option(None, help="seed of the sampler and of training [0]"),
     study: str = typer.Option(None, help="study name [SPACE-TASK-SAMPLER-sSEED]"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
@@ -565,6 +565,27 @@ def predictors_calibrate(
         f"wrote {out}: {len(table.entries)} blocks, {len(table.full_models)} whole models, "
         f"{table.measurements} measurements on device {table.device_id}"
     )
+
+
+@predictors_app.command("report")
+def predictors_report(
+    study: str = typer.Argument(..., help="a study searched with --sampler linas"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
+):
+    """Predictor quality per round: Kendall tau, Spearman and MAPE on held-out trials."""
+    from tnas.search.query import predictor_report
+
+    try:
+        rows = predictor_report(open_db(storage), study)
+    except LookupError as err:
+        raise fail(str(err)) from None
+    if not rows and fmt == "table":
+        console.print(f"{study}: no predictor rounds (only the linas sampler fits predictors)")
+        return
+    if fmt == "table":  # narrow enough for a terminal; json and csv keep the timestamps
+        rows = [{k: v for k, v in row.items() if k != "created_at"} for row in rows]
+    emit(rows, fmt, f"predictor quality of {study}")
 
 
 @app.command("demo")

@@ -58,7 +58,7 @@ def evaluated(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
     ]
 
 
-@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "nsga3"])
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "nsga3", "linas"])
 def test_replay_search_stores_trials_and_the_front(table, tmp_path, sampler):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     result = cli(

@@ -189,6 +189,18 @@ def front_history(db: Database, study_name: str) -> list[dict[str, Any]]:
     ]
 
 
+def predictor_report(db: Database, study_name: str) -> list[dict[str, Any]]:
+    """The quality of a predictor-guided study's predictors, one row per round and objective:
+    the family picked by cross-validation (and its CV Kendall tau), and the previous round's
+    predictor scored on the trials evaluated since (Kendall tau, Spearman, MAPE on `n_test`
+    held-out trials; empty in round 1). An unknown study raises `LookupError`.
+    """
+    rows = db.predictor_rounds(study_name)
+    if not rows:
+        _study_id(db, study_name)
+    return [row | {"created_at": _iso(row["created_at"])} for row in rows]
+
+
 def write_rows(rows: Iterable[Mapping[str, Any]], fmt: str, stream: TextIO) -> None:
     """Write rows as a JSON list (nested values kept) or as CSV.
 

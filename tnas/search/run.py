@@ -170,8 +170,9 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
     return configs
 
 
-def open_study(spec: RunSpec, db, load_only: bool = False):
-    """Create the study (or load it for resume); its settings are stored as a user attribute."""
+def open_study(spec: RunSpec, db, space: DesignSpace | None = None, load_only: bool = False):
+    """Create the study (or load it for resume); its settings are stored as a user attribute.
+    `space` is handed to samplers that need it (`linas`)."""
     import optuna
 
     objectives = spec.parsed_objectives
@@ -180,7 +181,7 @@ def open_study(spec: RunSpec, db, load_only: bool = False):
     # A driver joining a study that already has trials (a resume, a second driver) seeds its
     # sampler past them, so that it does not propose what the first one proposes.
     existing = trials_in_study(storage, name)
-    sampler = create_sampler(spec.sampler, spec.seed + existing, spec.population_size)
+    sampler = create_sampler(spec.sampler, spec.seed + existing, spec.population_size, space)
     if load_only:
         return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     study = optuna.create_study(
@@ -238,7 +239,11 @@ def load_run_space(spec: RunSpec) -> DesignSpace:
 
 
 def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update) -> SearchDriver:
-    return SearchDriver(
+    """The driver for a run. A predictor-guided sampler gets the run's constraints, the pool,
+    and a hook storing each round's predictor quality in the database."""
+    from tnas.search.linas import LinasSampler
+
+    driver = SearchDriver(
         study=study,
         space=space,
         evaluator=evaluator,
@@ -250,3 +255,12 @@ def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update)
         pool=pool,
         on_update=on_update,
     )
+    sampler = study.sampler
+    if isinstance(sampler, LinasSampler):
+        sampler.feasible = driver.feasible
+        sampler.candidates = pool
+        sampler.on_round = lambda record: db.save_predictor_round(study.study_name, record)
+        sampler.rounds_done = max(
+            (r["round"] for r in db.predictor_rounds(study.study_name)), default=0
+        )
+    return driver

@@ -11,13 +11,13 @@ from collections.abc import Callable
 from tnas.space.catalog import unknown_name
 
 
-def _nsga2(seed, population_size):
+def _nsga2(seed, population_size, space):
     import optuna
 
     return optuna.samplers.NSGAIISampler(population_size=population_size, seed=seed)
 
 
-def _nsga3(seed, population_size):
+def _nsga3(seed, population_size, space):
     import warnings
 
     import optuna
@@ -27,22 +27,30 @@ def _nsga3(seed, population_size):
         return optuna.samplers.NSGAIIISampler(population_size=population_size, seed=seed)
 
 
-def _tpe(seed, population_size):
+def _tpe(seed, population_size, space):
     import optuna
 
     return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
 
 
-def _gp(seed, population_size):
+def _gp(seed, population_size, space):
     import optuna
 
     return optuna.samplers.GPSampler(seed=seed)
 
 
-def _random(seed, population_size):
+def _random(seed, population_size, space):
     import optuna
 
     return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _linas(seed, population_size, space):
+    from tnas.search.linas import LinasSampler
+
+    if space is None:
+        raise ValueError("the linas sampler needs the design space")
+    return LinasSampler(space, seed=seed, batch_size=population_size)
 
 
 SAMPLERS: dict[str, Callable] = {
@@ -51,11 +59,14 @@ SAMPLERS: dict[str, Callable] = {
     "tpe": _tpe,
     "gp": _gp,
     "random": _random,
+    "linas": _linas,
 }
 
 
-def create_sampler(name: str, seed: int, constraints_func=None, population_size: int = 16):
-    """An Optuna sampler; `constraints_func(trial) -> list[float]` (<= 0 feasible) where used."""
+def create_sampler(name: str, seed: int, population_size: int = 16, space=None):
+    """An Optuna sampler. `population_size` is NSGA-II/III's population and `linas`'s batch;
+    `space` (a DesignSpace) is needed by `linas`. Constraints reach the samplers that use
+    them through `Trial.set_constraint` (the driver sets them on every trial)."""
     if name not in SAMPLERS:
         raise ValueError(unknown_name("sampler", name, SAMPLERS))
-    return SAMPLERS[name](seed, population_size)
+    return SAMPLERS[name](seed, population_size, space)

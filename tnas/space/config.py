@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
+from functools import cached_property
 
 from tnas.space.catalog import (
     ACTIVATIONS,
@@ -120,7 +121,12 @@ class ArchConfig:
                 )
 
     def to_dict(self) -> dict:
-        return asdict(self) | {"layers": [asdict(layer) for layer in self.layers]}
+        """Plain fields, layers as a list of dicts (every field is a scalar: no deep copy)."""
+        data = {name: getattr(self, name) for name in ARCH_FIELDS}
+        data["layers"] = [
+            {name: getattr(layer, name) for name in LAYER_FIELDS} for layer in self.layers
+        ]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> ArchConfig:
@@ -149,7 +155,7 @@ class ArchConfig:
             raise ConfigError("config JSON must be an object")
         return cls.from_dict(data)
 
-    @property
+    @cached_property  # a frozen dataclass: computed once per object
     def hash(self) -> str:
         """SHA-256 of the canonical JSON: the key in databases, caches and checkpoints."""
         return hashlib.sha256(self.to_json().encode()).hexdigest()
@@ -217,4 +223,6 @@ def derived_quantities(config: ArchConfig) -> dict[str, float]:
     }
 
 
+ARCH_FIELDS = tuple(f.name for f in fields(ArchConfig) if f.name != "layers")
+LAYER_FIELDS = tuple(f.name for f in fields(LayerConfig))
 DERIVED_NAMES = tuple(derived_quantities(ArchConfig(n_layers=1)).keys())

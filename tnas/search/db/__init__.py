@@ -7,7 +7,14 @@ changes only through the Alembic migrations in ``migrations/``. Imports neither 
 'sqlite:///search.db'
 """
 
-from tnas.search.db.models import FrontMember, FrontSnapshot
+from tnas.search.db.models import FrontMember, FrontSnapshot, PredictorRound
 from tnas.search.db.session import Database, StorageError, resolve_url
 
-__all__ = ["Database", "FrontMember", "FrontSnapshot", "StorageError", "resolve_url"]
+__all__ = [
+    "Database",
+    "FrontMember",
+    "FrontSnapshot",
+    "PredictorRound",
+    "StorageError",
+    "resolve_url",
+]

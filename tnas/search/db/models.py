@@ -4,8 +4,8 @@ Every table name starts with ``tnas_`` so it never collides with Optuna's own ta
 is created and changed only by the Alembic migrations in ``migrations/versions``; these models
 must match the latest migration (``tests/search/test_db.py`` checks that they do).
 
->>> FrontSnapshot.__tablename__, FrontMember.__tablename__
-('tnas_front_snapshots', 'tnas_front_members')
+>>> FrontSnapshot.__tablename__, FrontMember.__tablename__, PredictorRound.__tablename__
+('tnas_front_snapshots', 'tnas_front_members', 'tnas_predictor_rounds')
 """
 
 from __future__ import annotations
@@ -92,3 +92,29 @@ class FrontMember(Base):
     values: Mapped[list[float]] = mapped_column(JSON)
 
     snapshot: Mapped[FrontSnapshot] = relationship(back_populates="members")
+
+
+class PredictorRound(Base):
+    """How well one round's predictor of one objective did, for predictor-guided samplers.
+
+    The predictor fitted at round `round - 1` on `n_train` trials is scored on the `n_test`
+    trials evaluated since (held out from its fit): Kendall tau, Spearman and MAPE. `family` is
+    the family chosen for this round by cross-validation, with its CV score `cv_kendall`.
+    Scores are null where undefined (fewer than two held-out trials, a constant target).
+    """
+
+    __tablename__ = "tnas_predictor_rounds"
+    __table_args__ = (Index("ix_tnas_predictor_rounds_study_name_id", "study_name", "id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    study_name: Mapped[str] = mapped_column(String(512))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    round: Mapped[int] = mapped_column(Integer)
+    objective: Mapped[str] = mapped_column(String(256))
+    family: Mapped[str] = mapped_column(String(64))
+    n_train: Mapped[int] = mapped_column(Integer)
+    n_test: Mapped[int] = mapped_column(Integer)
+    kendall: Mapped[float | None] = mapped_column(Double, nullable=True)
+    spearman: Mapped[float | None] = mapped_column(Double, nullable=True)
+    mape: Mapped[float | None] = mapped_column(Double, nullable=True)
+    cv_kendall: Mapped[float | None] = mapped_column(Double, nullable=True)

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from tnas.search.db.models import FrontMember, FrontSnapshot
+from tnas.search.db.models import FrontMember, FrontSnapshot, PredictorRound
 
 if TYPE_CHECKING:
     import optuna
@@ -59,6 +59,8 @@ MIGRATION_LOCK_KEY = 0x746E6173
 # Stored as "min"/"max", as tnas writes objectives everywhere; Optuna's words are accepted too.
 DIRECTIONS = {"min": "min", "max": "max", "minimize": "min", "maximize": "max"}
 MEMBER_KEYS = ("trial_number", "config_hash", "config", "values")
+ROUND_KEYS = ("round", "objective", "family", "n_train", "n_test")
+ROUND_SCORES = ("kendall", "spearman", "mape", "cv_kendall")
 
 
 class StorageError(ValueError):
@@ -353,6 +355,41 @@ class Database:
                 delete(FrontSnapshot).where(FrontSnapshot.study_name == study_name)
             )
             return result.rowcount
+
+    def save_predictor_round(self, study_name: str, record: Mapping[str, Any]) -> int:
+        """Store one round's predictor quality for one objective (see `PredictorRound`); a
+        missing or non-finite score is stored as null. Returns the row's id."""
+        missing = [key for key in ROUND_KEYS if key not in record]
+        if missing:
+            raise StorageError(f"predictor round lacks {', '.join(missing)}: {dict(record)!r}")
+        scores = {}
+        for key in ROUND_SCORES:
+            value = record.get(key)
+            scores[key] = float(value) if value is not None and math.isfinite(value) else None
+        row = PredictorRound(
+            study_name=study_name,
+            round=int(record["round"]),
+            objective=str(record["objective"]),
+            family=str(record["family"]),
+            n_train=int(record["n_train"]),
+            n_test=int(record["n_test"]),
+            **scores,
+        )
+        with self.session() as session:
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def predictor_rounds(self, study_name: str) -> list[dict[str, Any]]:
+        """The study's predictor-quality rows, oldest first."""
+        query = (
+            select(PredictorRound)
+            .where(PredictorRound.study_name == study_name)
+            .order_by(PredictorRound.id)
+        )
+        keys = ("created_at", *ROUND_KEYS, *ROUND_SCORES)
+        with self.session() as session:
+            return [{key: getattr(row, key) for key in keys} for row in session.scalars(query)]
 
     def close(self) -> None:
         """Release every pooled connection, Optuna's included."""
