@@ -210,6 +210,22 @@ def test_snapshot_round_trip(url, study_name):
     assert front["members"] == [members[1], members[0], members[2]]
 
 
+def test_predictor_rounds_round_trip_with_undefined_scores_as_null(url, study_name):
+    first = {"round": 1, "objective": "accuracy", "family": "gbt", "n_train": 20, "n_test": 0}
+    second = first | {"round": 2, "n_test": 8, "kendall": 0.8, "spearman": float("nan")}
+    with Database(url) as db:
+        db.save_predictor_round(study_name, first | {"cv_kendall": 0.7})
+        db.save_predictor_round(study_name, second | {"mape": 0.05})
+        db.save_predictor_round("other", first)
+        rows = db.predictor_rounds(study_name)
+        with pytest.raises(StorageError, match="lacks family"):
+            db.save_predictor_round(study_name, {k: v for k, v in first.items() if k != "family"})
+    assert [r["round"] for r in rows] == [1, 2]
+    assert rows[0]["cv_kendall"] == 0.7 and rows[0]["kendall"] is None
+    assert rows[1]["kendall"] == 0.8 and rows[1]["spearman"] is None and rows[1]["mape"] == 0.05
+    assert rows[1]["created_at"].tzinfo is not None
+
+
 def test_members_of_a_maximised_first_objective_come_best_first(tmp_path):
     with Database(tmp_path / "tnas.db") as db:
         db.save_snapshot(

@@ -4,13 +4,21 @@ Every evaluator (the Ray pool, a direct call, the replay table) reports the same
 
     {"key": str, "config_hash": str, "status": "ok" | "failed", "reason": None | code,
      "error": None | one line, "metrics": {name: float}, "curve": [[step, loss], ...],
-     "fingerprint": {...}, "timings": {"train_s": float, "profile_s": float}, "attempts": int}
+     "fingerprint": {...}, "attempts": int,
+     "timings": {"train_s": float, "quantized_eval_s": float, "profile_s": float}}
 
 `config_hash` is the hash of the config as submitted (the search's key); `metrics` holds the
 task's metrics, `train_loss`, and the profile's `latency_ms`, `latency_iqr_ms`, `latency_cv`,
 `peak_mem_mb`, `params`, `flops` and `model_bytes`. Failure reasons: `nan_loss`,
 `unsupported_quantization`, `out_of_memory`, `timeout`, `worker_died`, `not_recorded` (replay),
 `error`.
+
+The task's metrics (`accuracy`, `loss`, ...) are those of the model as it runs with each
+layer's `bits` (post-training quantization, `evaluate_quantized`), on the device latency is
+measured on (`job.profile.device`, or the training device without profiling); the float
+model's values come beside them as `accuracy_fp32`, `loss_fp32`, ..., equal to them when every
+layer is 32-bit. Bits without a real kernel on that device fail the trial
+(`unsupported_quantization`) before anything is trained.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tnas.space.config import ArchConfig
-from tnas.workers.train import Budget, TrialFailed, train
+from tnas.workers.train import FP32_SUFFIX, Budget, TrialFailed, evaluate_quantized, train
 
 FAILURE_REASONS = (
     "nan_loss",
@@ -66,11 +74,22 @@ class TrialJob:
 
 
 def reported_metrics(job: TrialJob) -> set[str]:
-    """The metric names a successful trial of `job` reports."""
+    """The metric names a successful trial of `job` reports, whatever the config's bits.
+
+    >>> sorted(reported_metrics(TrialJob(task="digits", profile=None)))
+    ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32', 'seconds', 'steps', 'train_loss']
+    """
     from tnas.workers.tasks import parse_task
 
-    names = {m.name for m in parse_task(job.task).metrics} | {"train_loss", "steps", "seconds"}
+    task_names = {m.name for m in parse_task(job.task).metrics}
+    names = task_names | {name + FP32_SUFFIX for name in task_names}
+    names |= {"train_loss", "steps", "seconds"}
     return names | set(PROFILE_METRICS) if job.profile is not None else names
+
+
+def deployment_device(job: TrialJob) -> str:
+    """Where a trained model runs with its bits: the profiling device, else the training one."""
+    return job.profile.device if job.profile is not None else job.budget.device
 
 
 def failed(key: str, config: ArchConfig, reason: str, error: str, **extra) -> dict:
@@ -94,17 +113,21 @@ def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
 
     `task` is the already-built task for `job.task` (callers cache it); built when omitted.
     """
-    from tnas.nn.quant import UnsupportedQuantization
+    from tnas.nn.quant import UnsupportedQuantization, check_supported
     from tnas.workers.profile import device_fingerprint, profile
     from tnas.workers.tasks import parse_task
 
     task = task or parse_task(job.task)
     timings = {}
     try:
+        device = deployment_device(job)
+        check_supported(config, device)  # before training: no time spent on a trial that fails
         start = time.perf_counter()
         result = train(config, task, job.budget)
         timings["train_s"] = time.perf_counter() - start
-        metrics = dict(result.metrics)
+        start = time.perf_counter()
+        metrics = evaluate_quantized(result, task, device)
+        timings["quantized_eval_s"] = time.perf_counter() - start
         fingerprint = device_fingerprint(job.budget.device)
         if job.profile is not None:
             start = time.perf_counter()

@@ -1,7 +1,10 @@
-"""`train(config, task, budget)`: a short, honest training run of one candidate.
+"""`train(config, task, budget)`: a short, honest training run of one candidate, and
+`evaluate_quantized(result, task, device)`: its metrics with each layer at its `bits`.
 
 AdamW with linear warmup and cosine decay, gradient clipping, a seed, and bf16 autocast on CUDA.
-A NaN or infinite loss stops training at once with `TrialFailed("nan_loss")`.
+A NaN or infinite loss stops training at once with `TrialFailed("nan_loss")`. Training is in
+float; quantization is post-training (`tnas.nn.quant.quantize`), so the accuracy a trial reports
+is that of the network as it runs with its bits, and the float one is kept beside it.
 """
 
 from __future__ import annotations
@@ -14,8 +17,11 @@ import torch
 from torch import nn
 
 from tnas.nn import build_model
+from tnas.nn.quant import quantize
 from tnas.space.config import ArchConfig
 from tnas.workers.tasks.base import Task
+
+FP32_SUFFIX = "_fp32"  # `accuracy_fp32`: a task metric of the float model, before quantization
 
 
 class TrialFailed(Exception):
@@ -128,3 +134,40 @@ def train(config: ArchConfig, task: Task, budget: Budget) -> TrainResult:
         "seconds": seconds,
     }
     return TrainResult(config=config, metrics=metrics, curve=curve, model=model)
+
+
+def evaluate_quantized(result: TrainResult, task: Task, device: str = "cpu") -> dict[str, float]:
+    """`result.metrics` with the task's metrics measured on the model quantized to each layer's
+    `bits` on `device`, and the float model's values kept as `<name>_fp32`.
+
+    Post-training quantization: `quantize(result.model, result.config, device)` (int8 dynamic
+    linears, bf16/fp16 blocks), then `task.evaluate` on the validation set. A config whose
+    layers are all 32-bit is not quantized: its `<name>_fp32` equal `<name>`, so every trial
+    of a task reports the same metric names and `accuracy - accuracy_fp32` is the quantization
+    cost (0 in float). `train_loss` and the learning curve are always the float model's.
+    Raises `UnsupportedQuantization` for bits without a real kernel on `device`, and
+    `TrialFailed("nan_loss")` if a quantized metric is not finite.
+
+    >>> from tnas.space import ArchConfig, LayerConfig
+    >>> from tnas.workers.tasks import create_task
+    >>> task = create_task("digits")
+    >>> layer = LayerConfig(n_heads=2, ffn_dim=32, bits=8)
+    >>> result = train(ArchConfig(d_model=16, n_layers=1, layers=(layer,)),
+    ...                task, Budget(steps=3, batch_size=8))
+    >>> metrics = evaluate_quantized(result, task)
+    >>> sorted(metrics)
+    ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32', 'seconds', 'steps', 'train_loss']
+    >>> metrics["loss_fp32"] == result.metrics["loss"]
+    True
+    """
+    names = [metric.name for metric in task.metrics]
+    floats = {f"{name}{FP32_SUFFIX}": result.metrics[name] for name in names}
+    if all(layer.bits == 32 for layer in result.config.layers):
+        return result.metrics | floats
+    qmodel = quantize(result.model, result.config, device)  # an eval-mode copy on `device`
+    measured = task.evaluate(qmodel, str(torch.device(device)))
+    quantized = {name: measured[name] for name in names}
+    bad = {name: value for name, value in quantized.items() if not math.isfinite(value)}
+    if bad:
+        raise TrialFailed("nan_loss", f"quantized validation metrics are not finite: {bad}")
+    return result.metrics | quantized | floats
