@@ -140,6 +140,17 @@ def test_train_failures_are_one_line_with_nonzero_exit(tmp_path):
     assert len(nan.output.strip().splitlines()) == 1
     bad_task = run("train", config, "--task", "cifar")
     assert bad_task.exit_code == 2 and "unknown task 'cifar'; valid: digits" in bad_task.output
+    four_bit = run("train", tiny_config_file(tmp_path, bits=4), "--steps", "2")
+    assert four_bit.exit_code == 2 and "4-bit" in four_bit.output
+
+
+def test_train_reports_the_quantized_model_and_keeps_the_float_one(tmp_path):
+    args = ("--steps", "5", "--batch-size", "8", "--json")
+    int8 = json.loads(run("train", tiny_config_file(tmp_path, bits=8), *args).output)["metrics"]
+    fp32 = json.loads(run("train", tiny_config_file(tmp_path), *args).output)["metrics"]
+    # same seed, same float training: only the post-training quantization differs
+    assert int8["loss_fp32"] == fp32["loss_fp32"] == fp32["loss"]
+    assert int8["loss"] != int8["loss_fp32"]
 
 
 def test_profile_measures_and_refuses_4_bit_on_cpu(tmp_path):

@@ -174,9 +174,10 @@ def train_command(
     device: str = typer.Option("cpu", help="cpu or cuda"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
-    """Train one config on a task for a fixed step budget and report validation metrics."""
+    """Train one config on a task for a fixed step budget and report validation metrics
+    (those of the model quantized to its layers' bits, the float ones as NAME_fp32)."""
     from tnas.workers.tasks import parse_task
-    from tnas.workers.train import Budget, TrialFailed, train
+    from tnas.workers.train import Budget, TrialFailed, evaluate_quantized, train
 
     loaded = read_config(config)
     try:
@@ -190,23 +191,24 @@ def train_command(
         )
         task_object = parse_task(task)
         result = train(loaded, task_object, budget)
+        metrics = evaluate_quantized(result, task_object, device)
     except TrialFailed as err:
         typer.echo(f"error: trial failed: {err}", err=True)
         raise typer.Exit(code=1) from None
-    except USER_ERRORS as err:
+    except USER_ERRORS as err:  # UnsupportedQuantization is a ValueError
         raise fail(str(err)) from None
     if as_json:
         typer.echo(
             json.dumps(
                 {
                     "config_hash": result.config.hash,
-                    "metrics": result.metrics,
+                    "metrics": metrics,
                     "curve": result.curve,
                 }
             )
         )
         return
-    print_metrics(f"{task_object.spec}: config {result.config.short_hash}", result.metrics)
+    print_metrics(f"{task_object.spec}: config {result.config.short_hash}", metrics)
     first, last = result.curve[0][1], result.curve[-1][1]
     console.print(f"training loss {first:.4f} -> {last:.4f} over {len(result.curve)} steps")
 
