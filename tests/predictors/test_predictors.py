@@ -23,6 +23,7 @@ from tnas.predictors import (
     select_family,
     spearman,
 )
+from tnas.predictors.families import TARGET_TRANSFORMS
 from tnas.space import load_space
 
 FAMILIES = list(PREDICTORS)
@@ -232,3 +233,68 @@ def test_select_family_rejects_bad_arguments(dataset):
         select_family(X, y, metric="r2")
     with pytest.raises(ValueError, match="unknown predictor 'xgb'"):
         select_family(X, y, families=["ridge", "xgb"])
+    with pytest.raises(ValueError, match="unknown target transform 'log'; valid: standard, quan"):
+        select_family(X, y, targets=["standard", "log"])
+
+
+@pytest.fixture(scope="module")
+def quantile_fitted(dataset):
+    X, y = dataset
+    return {
+        name: create_predictor(name, seed=0, target="quantile").fit(X[:N_TRAIN], y[:N_TRAIN])
+        for name in FAMILIES
+    }
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_quantile_target_ranks_the_same_under_any_increasing_rescaling(
+    name, dataset, quantile_fitted
+):
+    X, y = dataset
+    skewed = np.exp(3.0 * (y - y.mean()))  # strictly increasing in y, with a long upper tail
+    rescaled = create_predictor(name, seed=0, target="quantile").fit(X[:N_TRAIN], skewed[:N_TRAIN])
+    # each model sees the same normal scores; an ensemble's mean is taken in target units
+    for model, other in zip(quantile_fitted[name].models, rescaled.models, strict=True):
+        assert kendall_tau(model.predict(X[N_TRAIN:]), other.predict(X[N_TRAIN:])) > 0.99
+    assert kendall_tau(y[N_TRAIN:], quantile_fitted[name].predict(X[N_TRAIN:])) > 0.7
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_quantile_target_predicts_within_the_training_range(name, dataset, quantile_fitted):
+    X, y = dataset
+    wide = np.vstack([X[N_TRAIN:], X[N_TRAIN:] * 3.0 - 1.0])  # held out, and far outside
+    predicted = quantile_fitted[name].predict(wide)
+    assert y[:N_TRAIN].min() <= predicted.min() and predicted.max() <= y[:N_TRAIN].max()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_quantile_target_survives_save_and_load(name, dataset, quantile_fitted, tmp_path):
+    X, _ = dataset
+    path = tmp_path / f"{name}-quantile.skops"
+    quantile_fitted[name].save(path)
+    loaded = load_predictor(path)
+    assert loaded.target == "quantile"
+    np.testing.assert_array_equal(loaded.predict(X), quantile_fitted[name].predict(X))
+
+
+def test_unknown_target_lists_transforms():
+    assert TARGET_TRANSFORMS == ("standard", "quantile")
+    with pytest.raises(ValueError, match="unknown target transform 'log'; valid: standard, quan"):
+        create_predictor("svr", target="log")
+
+
+def test_select_family_over_targets_keeps_each_familys_best(dataset):
+    X, y = dataset
+    families = ["ridge", "svr"]
+    per_target = {
+        target: select_family(X, y, families=families, folds=3, targets=[target])[1]
+        for target in TARGET_TRANSFORMS
+    }
+    best, scores, predictor = select_family(
+        X, y, families=families, folds=3, targets=TARGET_TRANSFORMS
+    )
+    for name in families:
+        assert scores[name] == max(per_target[t][name] for t in TARGET_TRANSFORMS)
+    winner = max(TARGET_TRANSFORMS, key=lambda t: per_target[t][best])
+    assert best == max(scores, key=scores.get)
+    assert (predictor.name, predictor.target) == (best, winner)

@@ -4,6 +4,12 @@ Each family wraps one or more fitted scikit-learn estimators; `predict_with_std`
 mean over them and, for ensembles, their standard deviation (zeros for a single model).
 scikit-learn and skops are imported inside functions, so `import tnas.predictors` stays fast.
 
+Every family takes `target`, one of `TARGET_TRANSFORMS`: "standard" fits on the targets as they
+are (standardised where the model is not scale-free), "quantile" fits on the targets mapped
+through their empirical quantiles onto a standard normal and maps predictions back, so a skewed
+target (accuracy with a long tail of broken networks) weighs on the fit by rank, not by distance;
+predictions then stay within the training targets' range.
+
 >>> import numpy as np
 >>> X = np.random.default_rng(0).random((40, 3))
 >>> y = X @ np.array([1.0, 2.0, -1.0])
@@ -11,6 +17,10 @@ scikit-learn and skops are imported inside functions, so `import tnas.predictors
 >>> mean, std = predictor.predict_with_std(X[:2])
 >>> mean.shape, bool((std == 0).all())
 ((2,), True)
+>>> skewed = np.exp(4.0 * y)  # same order as y, long upper tail
+>>> ranked = create_predictor("svr", target="quantile").fit(X, skewed).predict(X)
+>>> bool(skewed.min() <= ranked.min() and ranked.max() <= skewed.max())
+True
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import numpy as np
 from tnas.space.catalog import unknown_name
 
 FORMAT_VERSION = 1
+TARGET_TRANSFORMS = ("standard", "quantile")
 # Types beyond skops' defaults that our own files hold, as `skops.io.get_untrusted_types`
 # reports them for every family (GradientBoostingRegressor's trees); anything else is refused.
 TRUSTED_TYPES = ("sklearn.tree._tree.Tree",)
@@ -38,8 +49,11 @@ class Predictor:
 
     name: ClassVar[str]
 
-    def __init__(self, seed: int = 0):
+    def __init__(self, seed: int = 0, target: str = "standard"):
+        if target not in TARGET_TRANSFORMS:
+            raise ValueError(unknown_name("target transform", target, TARGET_TRANSFORMS))
         self.seed = seed
+        self.target = target
         self.models: list[Any] = []
         self.n_features: int | None = None
 
@@ -61,6 +75,8 @@ class Predictor:
         models = self._make_models()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ConvergenceWarning)
+            # QuantileTransformer uses min(n_quantiles, N) quantiles, and says so on small data
+            warnings.filterwarnings("ignore", "n_quantiles", UserWarning)
             for model in models:
                 model.fit(X, y)
         self.models = models
@@ -110,15 +126,29 @@ class Predictor:
         return f"{type(self).__name__}(seed={self.seed}, {state})"
 
 
-def _scaled_target(regressor) -> Any:
-    """`regressor` after a StandardScaler, fitted on standardised targets."""
+def _with_target(regressor, target: str, scale_free: bool = False) -> Any:
+    """`regressor` fitted on targets transformed as `target` says (see the module docstring);
+    a `scale_free` regressor (ridge, trees) is left bare for "standard", where scaling is moot."""
     from sklearn.compose import TransformedTargetRegressor
+    from sklearn.preprocessing import QuantileTransformer, StandardScaler
+
+    if target == "standard" and scale_free:
+        return regressor
+    if target == "standard":
+        return TransformedTargetRegressor(regressor=regressor, transformer=StandardScaler())
+    quantiles = QuantileTransformer(n_quantiles=1000, output_distribution="normal")
+    # the quantile map is inverted by interpolation, exact only up to float error
+    return TransformedTargetRegressor(
+        regressor=regressor, transformer=quantiles, check_inverse=False
+    )
+
+
+def _scaled_target(regressor, target: str) -> Any:
+    """`regressor` after a StandardScaler, fitted on targets transformed as `target` says."""
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    return TransformedTargetRegressor(
-        regressor=make_pipeline(StandardScaler(), regressor), transformer=StandardScaler()
-    )
+    return _with_target(make_pipeline(StandardScaler(), regressor), target)
 
 
 class RidgePredictor(Predictor):
@@ -131,7 +161,8 @@ class RidgePredictor(Predictor):
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return [make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))]
+        ridge = make_pipeline(StandardScaler(), RidgeCV(alphas=np.logspace(-3, 3, 13)))
+        return [_with_target(ridge, self.target, scale_free=True)]
 
 
 class SVRPredictor(Predictor):
@@ -139,15 +170,17 @@ class SVRPredictor(Predictor):
 
     name = "svr"
 
-    def __init__(self, seed: int = 0, C: float = 10.0, epsilon: float = 0.05):
-        super().__init__(seed)
+    def __init__(
+        self, seed: int = 0, target: str = "standard", C: float = 10.0, epsilon: float = 0.05
+    ):
+        super().__init__(seed, target)
         self.C = C
         self.epsilon = epsilon
 
     def _make_models(self) -> list[Any]:
         from sklearn.svm import SVR
 
-        return [_scaled_target(SVR(kernel="rbf", C=self.C, epsilon=self.epsilon))]
+        return [_scaled_target(SVR(kernel="rbf", C=self.C, epsilon=self.epsilon), self.target)]
 
 
 class GBTPredictor(Predictor):
@@ -155,23 +188,24 @@ class GBTPredictor(Predictor):
 
     name = "gbt"
 
-    def __init__(self, seed: int = 0, n_estimators: int = 200, max_depth: int = 3):
-        super().__init__(seed)
+    def __init__(
+        self, seed: int = 0, target: str = "standard", n_estimators: int = 200, max_depth: int = 3
+    ):
+        super().__init__(seed, target)
         self.n_estimators = n_estimators
         self.max_depth = max_depth
 
     def _make_models(self) -> list[Any]:
         from sklearn.ensemble import GradientBoostingRegressor
 
-        return [
-            GradientBoostingRegressor(
-                n_estimators=self.n_estimators,
-                max_depth=self.max_depth,
-                learning_rate=0.05,
-                subsample=0.8,
-                random_state=self.seed,
-            )
-        ]
+        trees = GradientBoostingRegressor(
+            n_estimators=self.n_estimators,
+            max_depth=self.max_depth,
+            learning_rate=0.05,
+            subsample=0.8,
+            random_state=self.seed,
+        )
+        return [_with_target(trees, self.target, scale_free=True)]
 
 
 class MLPEnsemblePredictor(Predictor):
@@ -180,8 +214,14 @@ class MLPEnsemblePredictor(Predictor):
 
     name = "mlp_ensemble"
 
-    def __init__(self, seed: int = 0, members: int = 5, hidden: tuple[int, ...] = (64, 64)):
-        super().__init__(seed)
+    def __init__(
+        self,
+        seed: int = 0,
+        target: str = "standard",
+        members: int = 5,
+        hidden: tuple[int, ...] = (64, 64),
+    ):
+        super().__init__(seed, target)
         if members < 2:
             raise ValueError(f"an ensemble needs members >= 2, got {members}")
         self.members = members
@@ -198,7 +238,8 @@ class MLPEnsemblePredictor(Predictor):
                     alpha=1e-3,
                     max_iter=500,
                     random_state=self.seed + member,
-                )
+                ),
+                self.target,
             )
             for member in range(self.members)
         ]

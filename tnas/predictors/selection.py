@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tnas.predictors.families import PREDICTORS, Predictor, create_predictor
+from tnas.predictors.families import PREDICTORS, TARGET_TRANSFORMS, Predictor, create_predictor
 from tnas.space.catalog import unknown_name
 
 
@@ -59,16 +59,20 @@ def select_family(
     metric: str = "kendall",
     folds: int = 5,
     seed: int = 0,
+    targets: Sequence[str] = ("standard",),
 ) -> tuple[str, dict[str, float], Predictor]:
     """Score each family by shuffled, seeded K-fold CV (mean of the per-fold `metric`), then fit
     the best on all of `X, y`. Returns `(best_name, {name: score}, fitted_predictor)`.
 
-    NaN scores (a constant fold) rank last; ties go to the family listed first.
+    With several `targets` (from `TARGET_TRANSFORMS`) each family is scored under each on the
+    same folds; a family's score is that of its best target, and the returned predictor is
+    built with the winning pair (its `target` says which). NaN scores (a constant fold) rank
+    last; ties go to the family listed first, then to the target listed first.
 
     >>> X = np.random.default_rng(0).random((60, 3))
     >>> name, scores, predictor = select_family(X, X.sum(axis=1), families=["ridge", "gbt"])
-    >>> name, sorted(scores)
-    ('ridge', ['gbt', 'ridge'])
+    >>> name, sorted(scores), predictor.target
+    ('ridge', ['gbt', 'ridge'], 'standard')
     """
     from sklearn.model_selection import KFold
 
@@ -80,6 +84,12 @@ def select_family(
     for name in names:
         if name not in PREDICTORS:
             raise ValueError(unknown_name("predictor", name, PREDICTORS))
+    targets = list(targets)
+    if not targets:
+        raise ValueError("targets is empty")
+    for target in targets:
+        if target not in TARGET_TRANSFORMS:
+            raise ValueError(unknown_name("target transform", target, TARGET_TRANSFORMS))
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if X.ndim != 2 or y.shape != (X.shape[0],):
@@ -87,18 +97,23 @@ def select_family(
     if not 2 <= folds <= X.shape[0] // 2:
         raise ValueError(f"folds must be in 2..{X.shape[0] // 2} for {X.shape[0]} rows")
     score_fn = METRICS[metric]
-    splits = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(X))
-    scores: dict[str, float] = {}
-    for name in names:
-        fold_scores = []
-        for train, test in splits:
-            predictor = create_predictor(name, seed=seed).fit(X[train], y[train])
-            fold_scores.append(score_fn(y[test], predictor.predict(X[test])))
-        scores[name] = float(np.mean(fold_scores))
     sign = 1.0 if HIGHER_IS_BETTER[metric] else -1.0
+    splits = list(KFold(n_splits=folds, shuffle=True, random_state=seed).split(X))
+    pair_scores: dict[tuple[str, str], float] = {}
+    for name in names:
+        for target in targets:
+            fold_scores = []
+            for train, test in splits:
+                predictor = create_predictor(name, seed=seed, target=target)
+                predictor.fit(X[train], y[train])
+                fold_scores.append(score_fn(y[test], predictor.predict(X[test])))
+            pair_scores[name, target] = float(np.mean(fold_scores))
 
-    def rank_key(name: str) -> float:
-        return -np.inf if np.isnan(scores[name]) else sign * scores[name]
+    def rank_key(pair: tuple[str, str]) -> float:
+        score = pair_scores[pair]
+        return -np.inf if np.isnan(score) else sign * score
 
-    best = max(names, key=rank_key)
-    return best, scores, create_predictor(best, seed=seed).fit(X, y)
+    best_target = {name: max(((name, t) for t in targets), key=rank_key)[1] for name in names}
+    scores = {name: pair_scores[name, best_target[name]] for name in names}
+    best = max(names, key=lambda name: rank_key((name, best_target[name])))
+    return best, scores, create_predictor(best, seed=seed, target=best_target[best]).fit(X, y)
