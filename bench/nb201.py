@@ -48,7 +48,7 @@ SPACE = {
     "per_layer": {"mixer": {"choices": list(LABELS.values())}},
 }
 CHECKPOINTS = (50, 100, 125, 200, 500)
-LINAS_BATCH = 10
+LINAS_BATCH = 5
 
 
 def build_table(path: Path) -> np.ndarray:

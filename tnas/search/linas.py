@@ -3,7 +3,8 @@
 It starts with `n_initial` random configs. Then, each time its batch is used up, it runs one
 round:
 
-1. fit a predictor per objective on every evaluated trial of the study, the family chosen by
+1. fit a predictor per objective on every evaluated trial of the study, the family and its
+   target transform (`targets`: as is, or by rank through a quantile map) chosen by
    cross-validated Kendall tau among `families` (in round 1 and every `reselect_every` rounds;
    objectives that are derived quantities of a config, such as `params`, are computed exactly
    instead);
@@ -57,6 +58,7 @@ class Model:
     sign: float  # +1 minimise, -1 maximise
     family: str  # "exact" for derived quantities
     cv_kendall: float
+    target: str = "standard"  # the target transform the family was picked with
     mean: Any = None  # a fitted tnas.predictors.Predictor, or None when exact
     spread: Any = None  # the MLP ensemble giving the uncertainty (may be `mean` itself)
 
@@ -92,6 +94,7 @@ class LinasSampler(BaseSampler):
         exploration: float = 1.0,
         families: Sequence[str] = DEFAULT_FAMILIES,
         reselect_every: int = 3,
+        targets: Sequence[str] = ("standard", "quantile"),
         feasible: Callable[[ArchConfig], bool] | None = None,
         candidates: Sequence[ArchConfig] | None = None,
         on_round: Callable[[dict], None] | None = None,
@@ -107,6 +110,7 @@ class LinasSampler(BaseSampler):
         self.exploration = exploration
         self.families = tuple(families)
         self.reselect_every = reselect_every
+        self.targets = tuple(targets)
         self.feasible = feasible or space.feasible
         self.candidates = candidates
         self.on_round = on_round
@@ -234,16 +238,18 @@ class LinasSampler(BaseSampler):
             y = sign * values[:, j]  # back to the objective's own scale
             if reselect:
                 family, scores, mean = select_family(
-                    X, y, families=self.families, metric="kendall", folds=folds, seed=self.seed
+                    X, y, self.families, "kendall", folds, self.seed, self.targets
                 )
                 cv = scores[family]
             else:
-                family, cv = self.last.models[j].family, self.last.models[j].cv_kendall
-                mean = create_predictor(family, seed=self.seed).fit(X, y)
+                previous = self.last.models[j]
+                family, cv = previous.family, previous.cv_kendall
+                mean = create_predictor(family, seed=self.seed, target=previous.target)
+                mean = mean.fit(X, y)
             spread = mean
             if family != "mlp_ensemble" and self.exploration > 0:
                 spread = create_predictor("mlp_ensemble", seed=self.seed).fit(X, y)
-            models.append(Model(name, sign, family, cv, mean, spread))
+            models.append(Model(name, sign, family, cv, mean.target, mean, spread))
         return models
 
     def predict(self, models: list[Model], configs: Sequence[ArchConfig]):
