@@ -590,6 +590,41 @@ def predictors_report(
     emit(rows, fmt, f"predictor quality of {study}")
 
 
+@app.command("extract")
+def extract_command(
+    supernet: str = typer.Option(..., help="supernet checkpoint (.safetensors)"),
+    config: str = typer.Option(
+        ..., help='submodel JSON: an ArchConfig, or {"config": ..., "kept": [...]}; - for stdin'
+    ),
+    out: str = typer.Option(..., help="directory for model.safetensors and config.json"),
+):
+    """Cut a submodel out of a MatFormer supernet as a standalone model (`tnas.load_model`)."""
+    from tnas.elastic import Submodel, extract, load_supernet
+    from tnas.nn.checkpoint import save_model
+
+    try:
+        text = sys.stdin.readline() if config == "-" else Path(config).read_text()
+        sub_config, kept = Submodel.parse(text)
+    except (ConfigError, OSError) as err:
+        raise fail(f"{config}: {err}") from None
+    try:
+        loaded = load_supernet(supernet)
+        sub = loaded.resolve(sub_config, kept)
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
+    model = extract(loaded, sub)
+    provenance = {"supernet": loaded.config.hash, "kept": ",".join(map(str, sub.kept))}
+    try:
+        save_model(model, out, **provenance)
+    except OSError as err:
+        raise fail(f"{out}: {err}") from None
+    params = sum(p.numel() for p in model.parameters())
+    typer.echo(
+        f"wrote {out}: {sub.config.short_hash}, {params:,} params, "
+        f"supernet layers {list(sub.kept)} of {loaded.config.n_layers}"
+    )
+
+
 @app.command("demo")
 def demo(
     space: str = typer.Option("primer", help="YAML file or preset name"),

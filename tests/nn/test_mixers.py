@@ -7,7 +7,7 @@ import torch
 
 from tnas.nn.mixers import MIXER_CLASSES, create_mixer
 from tnas.space import LayerConfig
-from tnas.space.catalog import MIXERS, mixer_params
+from tnas.space.catalog import MIXERS, attention_width, mixer_params
 
 D, T, B = 32, 24, 2
 MAX_SEQ_LEN = 64
@@ -106,6 +106,31 @@ def test_param_formula_is_exact(name):
         dconv_kernel=layer.dconv_kernel,
         conv_kernel=layer.conv_kernel,
         state_size=layer.state_size,
+        max_seq_len=MAX_SEQ_LEN,
+    )
+    assert sum(p.numel() for p in mixer.parameters()) == expected
+
+
+@pytest.mark.parametrize("name", ["attention", "mdha"])
+@pytest.mark.parametrize("n_heads, head_dim", [(2, 8), (3, 16), (4, 0)], ids=str)
+def test_head_dim_sets_the_attention_width(name, n_heads, head_dim):
+    layer = LayerConfig(mixer=name, n_heads=n_heads, head_dim=head_dim, dconv_kernel=3)
+    torch.manual_seed(0)
+    mixer = create_mixer(D, layer, MAX_SEQ_LEN).double()
+    inner = attention_width(D, n_heads, head_dim)
+    assert mixer.qkv.weight.shape == (3 * inner, D)
+    assert mixer.out.weight.shape == (D, inner)
+    x = inputs()
+    assert mixer(x).shape == (B, T, D)
+    torch.testing.assert_close(mixer.mix(x, True), mixer.reference(x, True))
+    expected = mixer_params(
+        name,
+        d_model=D,
+        n_heads=n_heads,
+        head_dim=head_dim,
+        dconv_kernel=layer.dconv_kernel,
+        conv_kernel=0,
+        state_size=0,
         max_seq_len=MAX_SEQ_LEN,
     )
     assert sum(p.numel() for p in mixer.parameters()) == expected

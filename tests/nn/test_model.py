@@ -43,6 +43,15 @@ def test_param_count_formula_matches_the_built_model(mixer, activation, norm, he
     assert sum(p.numel() for p in model.parameters()) == count_params(config)
 
 
+@pytest.mark.parametrize("mixer", ["attention", "mdha"])
+def test_param_count_formula_with_a_fixed_head_dim(mixer):
+    layers = tuple(LayerConfig(mixer=mixer, n_heads=n, head_dim=12, ffn_dim=64) for n in (1, 3, 5))
+    config = ArchConfig(d_model=32, n_layers=3, vocab_size=64, max_seq_len=16, layers=layers)
+    model = build_model(config)
+    assert sum(p.numel() for p in model.parameters()) == count_params(config)
+    assert model(torch.zeros(2, 16, dtype=torch.long)).shape == (2, 16, 64)
+
+
 @pytest.mark.parametrize("mixer", sorted(MIXERS))
 def test_lm_forward_backward(mixer):
     torch.manual_seed(0)

@@ -179,3 +179,13 @@ def test_report_on_known_inputs():
         "within_10pct": 1.0,
         "kendall_tau": 1.0,
     }
+
+
+def test_a_table_written_before_head_dim_joined_the_key_still_loads():
+    cfg = ArchConfig(d_model=32, n_layers=1, vocab_size=64, max_seq_len=16,
+                     layers=(LayerConfig(ffn_dim=64),))  # fmt: skip
+    key = block_key(cfg, cfg.layers[0], 1, 16)
+    table = LatencyTable(device_id="old", entries={key: 1.5})
+    data = table.to_dict()
+    data["entries"] = [[list(k)[:-1], ms] for k, ms in data["entries"]]  # the old 13 fields
+    assert LatencyTable.from_dict(data).entries == {key: 1.5}

@@ -37,6 +37,7 @@ def layer_configs(draw, d_model: int) -> LayerConfig:
         dconv_kernel=draw(st.integers(1, 7)),
         conv_kernel=draw(st.integers(1, 7)),
         state_size=draw(st.integers(1, 128)),
+        head_dim=draw(st.sampled_from([0, 0, 8, 16, 24])),
     )
 
 
@@ -125,3 +126,37 @@ def test_unused_options_are_zeroed_so_equal_networks_hash_equal():
 def test_from_json_errors(text, problem):
     with pytest.raises(ConfigError, match=problem):
         ArchConfig.from_json(text)
+
+
+def test_head_dim_zero_is_left_out_of_the_json():
+    assert "head_dim" not in GOLDEN.to_json()
+    wide = ArchConfig(
+        d_model=64, n_layers=1, layers=(LayerConfig(n_heads=2, head_dim=16, ffn_dim=128),)
+    )
+    assert json.loads(wide.to_json())["layers"][0]["head_dim"] == 16
+    assert ArchConfig.from_json(wide.to_json()) == wide
+
+
+def test_head_dim_equal_to_the_default_is_stored_as_zero():
+    explicit = ArchConfig(
+        d_model=64, n_layers=1, layers=(LayerConfig(n_heads=4, head_dim=16, ffn_dim=128),)
+    )
+    implicit = ArchConfig(d_model=64, n_layers=1, layers=(LayerConfig(n_heads=4, ffn_dim=128),))
+    assert explicit == implicit and explicit.hash == implicit.hash
+    assert explicit.layers[0].head_dim == 0
+
+
+def test_head_dim_lifts_the_divisibility_rule():
+    config = ArchConfig(
+        d_model=60, n_layers=1, layers=(LayerConfig(n_heads=8, head_dim=8, ffn_dim=64),)
+    )
+    assert config.layers[0].head_dim == 8
+    with pytest.raises(ConfigError, match="not divisible"):
+        ArchConfig(d_model=60, n_layers=1, layers=(LayerConfig(n_heads=8, ffn_dim=64),))
+
+
+def test_head_dim_is_zeroed_for_mixers_that_do_not_read_it():
+    assert LayerConfig(mixer="gla", n_heads=4, head_dim=16).head_dim == 0
+    assert LayerConfig(mixer="mdha", n_heads=4, head_dim=16).head_dim == 16
+    with pytest.raises(ConfigError, match="head_dim must be >= 0"):
+        LayerConfig(mixer="attention", head_dim=-1)

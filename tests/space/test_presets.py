@@ -84,5 +84,7 @@ def test_matformer_has_nested_ffn_granularities():
     space = load_space("matformer")
     rows = {knob: (scope, domain) for knob, scope, domain in space.describe()}
     assert rows["ffn_dim"] == ("per-layer", "{128, 256, 512, 1024}")
-    assert rows["d_model"][0] == rows["n_layers"][0] == "fixed"
-    assert space.size() == 4**4 * 2
+    assert rows["d_model"][0] == "fixed"
+    assert rows["n_layers"] == ("global", "2..4")
+    assert rows["head_dim"] == ("fixed", "32")
+    assert space.size() == 2 * (4**2 + 4**3 + 4**4)  # heads shared, FFN per layer, 2..4 layers

@@ -366,3 +366,18 @@ def test_import_does_not_load_torch_or_optuna():
         "assert 'optuna' not in sys.modules, 'optuna imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_fixed_head_dim_allows_head_counts_that_do_not_divide_d_model():
+    space = tnas.space.DesignSpace.from_dict(
+        {
+            "name": "heads",
+            "global": {"d_model": 60, "n_layers": 2},
+            "shared": {"n_heads": {"choices": [4, 8]}, "head_dim": 16},
+        }
+    )
+    rng = np.random.default_rng(0)
+    configs = [space.sample(rng) for _ in range(20)]
+    assert {c.layers[0].n_heads for c in configs} == {4, 8}
+    assert all(c.layers[0].head_dim == 16 and space.contains(c) for c in configs)
+    assert space.size() == 2

@@ -168,6 +168,11 @@ CASES = {
         3,
         ["no n_heads in 4 divides d_model 30"],
     ),
+    "head-dim-searched": (
+        "name: x\nper_layer:\n  head_dim: {choices: [16, 32]}\n",
+        3,
+        ["head_dim takes one value"],
+    ),
     "classifier-without-classes": (
         "name: x\nglobal:\n  head: classifier\n",
         3,

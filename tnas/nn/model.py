@@ -38,8 +38,19 @@ class Block(nn.Module):
         self.norm2 = create_norm(config.norm, config.d_model)
         self.ffn = FFN(config.d_model, layer.ffn_dim, layer.activation)
 
-    def forward(self, x: Tensor, causal: bool = True, ffn_width: int | None = None) -> Tensor:
-        x = x + self.mixer(self.norm1(x), causal)
+    def forward(
+        self,
+        x: Tensor,
+        causal: bool = True,
+        ffn_width: int | None = None,
+        n_heads: int | None = None,
+    ) -> Tensor:
+        """`ffn_width` and `n_heads` run a prefix of the FFN's hidden units and of the
+        attention heads (MatFormer nesting, `tnas.elastic`); None runs them all."""
+        if n_heads is None:
+            x = x + self.mixer(self.norm1(x), causal)
+        else:
+            x = x + self.mixer(self.norm1(x), causal, n_heads=n_heads)
         return x + self.ffn(self.norm2(x), ffn_width)
 
 
@@ -67,18 +78,26 @@ class TnasModel(nn.Module):
         nn.init.normal_(self.tok_emb.weight, std=0.02)
         nn.init.normal_(self.pos_emb.weight, std=0.02)
 
-    def forward(self, tokens: Tensor) -> Tensor:
-        B, T = tokens.shape
+    def embed(self, tokens: Tensor) -> Tensor:
+        """Token plus position embeddings. tokens: (B, T) -> (B, T, D)."""
+        T = tokens.shape[1]
         if T > self.config.max_seq_len:
             raise ValueError(f"sequence length {T} exceeds max_seq_len {self.config.max_seq_len}")
         positions = torch.arange(T, device=tokens.device)
-        x = self.tok_emb(tokens) + self.pos_emb(positions)  # (B, T, D)
-        for block in self.blocks:
-            x = block(x, self.causal)
+        return self.tok_emb(tokens) + self.pos_emb(positions)  # (B, T, D)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """The final norm and the head. x: (B, T, D) -> (B, T, V) or (B, C)."""
         x = self.norm(x)
         if self.causal:
             return self.lm_head(x)  # (B, T, V)
         return self.classifier(x.mean(dim=1))  # (B, C)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        x = self.embed(tokens)
+        for block in self.blocks:
+            x = block(x, self.causal)
+        return self.logits(x)
 
 
 def build_model(config: ArchConfig) -> TnasModel:

@@ -47,6 +47,7 @@ BLOCK_KEY_FIELDS = (
     "causal",
     "batch",
     "seq_len",
+    "head_dim",  # last, so the positions above stay those of tables written before it
 )
 OVERHEAD_KEY_FIELDS = (
     "d_model",
@@ -68,7 +69,7 @@ def block_key(config: ArchConfig, layer: LayerConfig, batch: int, seq_len: int) 
 
     >>> cfg = ArchConfig(d_model=32, n_layers=1, layers=(LayerConfig(ffn_dim=64),))
     >>> block_key(cfg, cfg.layers[0], batch=1, seq_len=16)
-    ('attention', 32, 4, 64, 'gelu', 32, 0, 0, 0, 'layernorm', True, 1, 16)
+    ('attention', 32, 4, 64, 'gelu', 32, 0, 0, 0, 'layernorm', True, 1, 16, 0)
     """
     values = asdict(layer) | {
         "d_model": config.d_model,
@@ -135,7 +136,7 @@ class LatencyTable:
     def from_dict(cls, data: dict) -> LatencyTable:
         return cls(
             device_id=data["device_id"],
-            entries={tuple(key): float(ms) for key, ms in data["entries"]},
+            entries={_upgrade(tuple(key)): float(ms) for key, ms in data["entries"]},
             overhead={tuple(key): float(ms) for key, ms in data["overhead"]},
             full_models=[
                 (str(c), int(b), int(t), float(ms)) for c, b, t, ms in data["full_models"]
@@ -156,6 +157,12 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
         return cls.from_json(Path(path).read_text())
+
+
+def _upgrade(key: tuple) -> tuple:
+    """A block key of a table written before `head_dim` joined the key: head_dim 0 (the
+    default, d_model // n_heads), which every block then had."""
+    return key + (0,) if len(key) == len(BLOCK_KEY_FIELDS) - 1 else key
 
 
 def _block_features(key: tuple) -> list[float]:

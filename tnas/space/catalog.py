@@ -16,7 +16,9 @@ import math
 from dataclasses import dataclass
 
 # Knob names a layer can carry beyond `mixer`, `ffn_dim`, `activation` and `bits`.
-MIXER_OPTIONS = ("n_heads", "dconv_kernel", "conv_kernel", "state_size")
+MIXER_OPTIONS = ("n_heads", "dconv_kernel", "conv_kernel", "state_size", "head_dim")
+# Options for which 0 is a value in its own right: `head_dim` 0 means `d_model // n_heads`.
+ZERO_MEANS_DEFAULT = frozenset({"head_dim"})
 
 # Long convolution: SGConv sub-kernels of this many taps, one per scale (see `long_conv_scales`).
 LONG_CONV_BASE_TAPS = 16
@@ -34,10 +36,10 @@ class MixerSpec:
 MIXERS: dict[str, MixerSpec] = {
     spec.name: spec
     for spec in (
-        MixerSpec("attention", frozenset({"n_heads"}), "softmax multi-head attention"),
+        MixerSpec("attention", frozenset({"n_heads", "head_dim"}), "softmax multi-head attention"),
         MixerSpec(
             "mdha",
-            frozenset({"n_heads", "dconv_kernel"}),
+            frozenset({"n_heads", "head_dim", "dconv_kernel"}),
             "Primer multi-dconv-head attention (depthwise causal conv after Q, K, V)",
         ),
         MixerSpec("linear_attention", frozenset({"n_heads"}), "linear attention, ELU+1 features"),
@@ -82,6 +84,15 @@ def ssm_dt_rank(d_model: int) -> int:
     return math.ceil(d_model / 16)
 
 
+def attention_width(d_model: int, n_heads: int, head_dim: int) -> int:
+    """Width of the heads side by side, `n_heads * head_dim` (`head_dim` 0: `d_model // n_heads`).
+
+    >>> attention_width(64, 4, 0), attention_width(64, 2, 16)
+    (64, 32)
+    """
+    return n_heads * (head_dim or d_model // n_heads)
+
+
 def mixer_params(
     mixer: str,
     *,
@@ -91,13 +102,16 @@ def mixer_params(
     conv_kernel: int,
     state_size: int,
     max_seq_len: int,
+    head_dim: int = 0,
 ) -> int:
     """Exact number of parameters of one mixer module (no biases unless stated)."""
     D = d_model
-    if mixer in ("attention", "linear_attention", "retention"):
+    if mixer in ("attention", "mdha"):
+        inner = attention_width(D, n_heads, head_dim)
+        # fused QKV (D, 3 inner) + output (inner, D); MDHA: + depthwise conv on Q, K, V, no bias
+        return 4 * D * inner + (3 * inner * dconv_kernel if mixer == "mdha" else 0)
+    if mixer in ("linear_attention", "retention"):
         return 4 * D * D  # fused QKV (D, 3D) + output (D, D)
-    if mixer == "mdha":
-        return 4 * D * D + 3 * D * dconv_kernel  # + depthwise conv on Q, K, V, no bias
     if mixer == "gla":
         return 4 * D * D + D * n_heads + n_heads  # + per-head decay projection with bias
     if mixer == "pool":

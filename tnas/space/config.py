@@ -26,6 +26,7 @@ from tnas.space.catalog import (
     MIXER_OPTIONS,
     MIXERS,
     NORMS,
+    ZERO_MEANS_DEFAULT,
     ffn_params,
     mixer_params,
     norm_params,
@@ -39,7 +40,13 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class LayerConfig:
-    """One block: a token mixer, then an FFN. Fields the mixer does not use are stored as 0."""
+    """One block: a token mixer, then an FFN. Fields the mixer does not use are stored as 0.
+
+    `head_dim` (attention, MDHA) fixes the size of each head, so the heads' total width is
+    `n_heads * head_dim` rather than `d_model`: MatFormer submodels keep a prefix of a wider
+    model's heads at the same head size. 0 means `d_model // n_heads`, and `ArchConfig` stores
+    an explicit `head_dim` equal to that as 0, so both spellings have one hash.
+    """
 
     mixer: str = "attention"
     n_heads: int = 4
@@ -49,6 +56,7 @@ class LayerConfig:
     dconv_kernel: int = 3  # Primer MDHA: depthwise conv taps after Q, K, V
     conv_kernel: int = 4  # pool: window; ssm: short causal conv taps
     state_size: int = 16  # ssm: N, the state per channel
+    head_dim: int = 0  # attention, MDHA: size of each head; 0: d_model // n_heads
 
     def __post_init__(self):
         if self.mixer not in MIXERS:
@@ -62,10 +70,13 @@ class LayerConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise ConfigError(f"{name} must be an integer, got {value!r}")
+            least = 0 if name in ZERO_MEANS_DEFAULT else 1
             if name not in uses:
                 object.__setattr__(self, name, 0)
-            elif value < 1:
-                raise ConfigError(f"{name} must be >= 1 for mixer {self.mixer!r}, got {value}")
+            elif value < least:
+                raise ConfigError(
+                    f"{name} must be >= {least} for mixer {self.mixer!r}, got {value}"
+                )
         if not isinstance(self.ffn_dim, int) or self.ffn_dim < 1:
             raise ConfigError(f"ffn_dim must be a positive integer, got {self.ffn_dim!r}")
 
@@ -114,17 +125,33 @@ class ArchConfig:
             object.__setattr__(self, "tie_embeddings", False)
         elif self.n_classes != 0:
             object.__setattr__(self, "n_classes", 0)
+        layers = tuple(
+            replace(layer, head_dim=0)
+            if layer.head_dim and layer.head_dim * layer.n_heads == self.d_model
+            else layer
+            for layer in layers
+        )  # an explicit head_dim of d_model // n_heads is the default: one spelling, one hash
+        object.__setattr__(self, "layers", layers)
         for i, layer in enumerate(layers):
-            if layer.uses_heads and self.d_model % layer.n_heads:
+            if layer.uses_heads and not layer.head_dim and self.d_model % layer.n_heads:
                 raise ConfigError(
                     f"layer{i}: d_model {self.d_model} is not divisible by n_heads {layer.n_heads}"
                 )
 
     def to_dict(self) -> dict:
-        """Plain fields, layers as a list of dicts (every field is a scalar: no deep copy)."""
+        """Plain fields, layers as a list of dicts (every field is a scalar: no deep copy).
+
+        `head_dim` is left out where it is 0 (the default), so configs written before it
+        existed keep their JSON and their hash.
+        """
         data = {name: getattr(self, name) for name in ARCH_FIELDS}
         data["layers"] = [
-            {name: getattr(layer, name) for name in LAYER_FIELDS} for layer in self.layers
+            {
+                name: getattr(layer, name)
+                for name in LAYER_FIELDS
+                if getattr(layer, name) or name not in OMITTED_WHEN_ZERO
+            }
+            for layer in self.layers
         ]
         return data
 
@@ -178,6 +205,7 @@ def block_params(config: ArchConfig, layer: LayerConfig) -> int:
         layer.mixer,
         d_model=config.d_model,
         n_heads=layer.n_heads,
+        head_dim=layer.head_dim,
         dconv_kernel=layer.dconv_kernel,
         conv_kernel=layer.conv_kernel,
         state_size=layer.state_size,
@@ -225,4 +253,6 @@ def derived_quantities(config: ArchConfig) -> dict[str, float]:
 
 ARCH_FIELDS = tuple(f.name for f in fields(ArchConfig) if f.name != "layers")
 LAYER_FIELDS = tuple(f.name for f in fields(LayerConfig))
+# Layer fields added after hashes were first stored: absent from the JSON while 0.
+OMITTED_WHEN_ZERO = frozenset({"head_dim"})
 DERIVED_NAMES = tuple(derived_quantities(ArchConfig(n_layers=1)).keys())

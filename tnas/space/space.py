@@ -205,7 +205,7 @@ def _value_problem(knob: str, value: Any) -> str | None:
         return None
     if knob == "tie_embeddings":
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-    least = 0 if knob == "n_classes" else 1
+    least = 0 if knob in ("n_classes", "head_dim") else 1
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
         return f"must be an integer >= {least}, got {value!r}"
     return None
@@ -366,6 +366,11 @@ class DesignSpace:
 
     def _check(self, where: Locator) -> None:
         """Cross-knob checks that a single knob's spec cannot catch."""
+        if not self._layer["head_dim"].fixed:
+            raise where.error(
+                (self._scopes["head_dim"], "head_dim"),
+                "head_dim takes one value (the head size every layer's heads share)",
+            )
         heads = self._layer["n_heads"]
         if "n_heads" in self._named:
             path = (self._scopes["n_heads"], "n_heads")
@@ -402,7 +407,26 @@ class DesignSpace:
                 key=True,
             )
 
+    def values(self, knob: str) -> Sequence:
+        """The values a global or layer knob can take, in domain order (`n_heads`: those that
+        are valid for some `d_model`).
+
+        >>> load_space("matformer").values("ffn_dim")
+        (128, 256, 512, 1024)
+        """
+        if knob in GLOBAL_KNOBS:
+            return self._globals[knob].values
+        if knob not in LAYER_KNOBS:
+            raise KeyError(unknown_name("knob", knob, GLOBAL_KNOBS + LAYER_KNOBS))
+        if knob == "n_heads":
+            valid = {n for d in self._globals["d_model"].values for n in self._valid_heads(d)}
+            return tuple(n for n in self._layer[knob].values if n in valid)
+        return self._layer[knob].values
+
     def _valid_heads(self, d_model: int) -> list[int]:
+        head_dim = self._layer["head_dim"]
+        if head_dim.fixed and head_dim.value:  # heads of a fixed size: any count is valid
+            return list(self._layer["n_heads"].values)
         return [n for n in self._layer["n_heads"].values if d_model % n == 0]
 
     def _searched_globals(self) -> list[str]:
@@ -460,7 +484,7 @@ class DesignSpace:
                 if knob not in shared:
                     shared[knob] = pick(knob, domain, d)
                 value = shared[knob]
-            if knob == "n_heads" and d_model % value:
+            if knob == "n_heads" and value not in self._valid_heads(d_model):
                 value = self._repair_heads(value, d_model)
             return value
 
