@@ -275,31 +275,67 @@ def build_evaluator(spec, space):
     replay_spec = spec.evaluator
     if not replay_spec and spec.pool and '"metrics"' in Path(spec.pool).read_text()[:100_000]:
         replay_spec = f"replay:{spec.pool}"  # a pool in the replay format is its own evaluator
+    if replay_spec and spec.supernet:
+        raise ValueError(f"--supernet evaluates configs itself; it cannot go with {replay_spec}")
     if replay_spec:
         replay = parse_replay(replay_spec, space, slots=max(1, spec.workers), seed=spec.seed)
         names = {name for row in replay.rows.values() for name in row["metrics"]}
         return (lambda: replay), names
     from tnas.workers.train import Budget
 
-    job = TrialJob(
-        task=spec.task,
-        budget=Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed),
-        profile=ProfileSettings(
-            batch=spec.profile_batch, seq_len=spec.profile_seq_len, repeats=spec.profile_repeats
-        ),
+    profile = ProfileSettings(
+        batch=spec.profile_batch, seq_len=spec.profile_seq_len, repeats=spec.profile_repeats
     )
+    supernets = None
+    if spec.supernet:
+        job, supernets = supernet_job(spec, space, profile)
+        if spec.workers:
+            supernets = None  # each actor loads its own; the driver need not hold one
+    else:
+        job = TrialJob(
+            task=spec.task,
+            budget=Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed),
+            profile=profile,
+        )
 
     def start():
         from tnas.workers.backend import InlineEvaluator
         from tnas.workers.pool import RayPool
 
         if spec.workers == 0:
-            return InlineEvaluator(job)
+            return InlineEvaluator(job, supernets)
         return RayPool(
             job, workers=spec.workers, address=spec.ray_address, trial_timeout=spec.trial_timeout
         )
 
     return start, reported_metrics(job)
+
+
+def supernet_spec(spec):
+    """A Mix'n'Match run's settings: the supernet's path made absolute (the study stores it),
+    and the space the supernet records unless the run names one."""
+    from tnas.workers.mixnmatch import supernet_space
+
+    path = str(Path(spec.supernet).expanduser().resolve())
+    changes = {"supernet": path}
+    if "space" not in spec.model_fields_set:
+        recorded = supernet_space(path)
+        if not recorded:
+            raise ValueError(f"{spec.supernet}: the supernet records no space; pass --space")
+        changes["space"] = recorded
+    return spec.model_copy(update=changes)
+
+
+def supernet_job(spec, space, profile):
+    """The job of a Mix'n'Match run, once the supernet loads and fits the task and the space,
+    and the `SupernetCache` holding it."""
+    from tnas.workers.mixnmatch import SupernetCache, SupernetJob, check_space
+    from tnas.workers.tasks import parse_task
+
+    supernets = SupernetCache()
+    supernet = supernets.get(spec.supernet)
+    check_space(supernet.config, space, parse_task(spec.task))
+    return SupernetJob(task=spec.task, supernet=spec.supernet, profile=profile), supernets
 
 
 def run_search(spec, resume: bool = False) -> None:
@@ -309,6 +345,8 @@ def run_search(spec, resume: bool = False) -> None:
     from tnas.search import run as runs
 
     try:
+        if spec.supernet:
+            spec = supernet_spec(spec)
         space = runs.load_run_space(spec)
         pool = runs.read_pool(spec.pool, space) if spec.pool else None
         start_evaluator, metric_names = build_evaluator(spec, space)
@@ -374,6 +412,11 @@ def search_launch(
     ray_address: str = typer.Option(None, help="join this Ray cluster instead of a local Ray"),
     steps: int = typer.Option(None, help="training steps per trial [300]"),
     trial_timeout: float = typer.Option(None, help="seconds per trial before it is killed"),
+    supernet: str = typer.Option(
+        None,
+        help="Mix'n'Match: evaluate each config as a submodel of this supernet checkpoint, "
+        "untrained (--steps does not apply); the space defaults to the supernet's",
+    ),
 ):
     """Run a multi-objective architecture search; every trial and front goes to the database."""
     from tnas.search.run import RunError, RunSpec
@@ -395,6 +438,7 @@ def search_launch(
         "ray_address": ray_address,
         "steps": steps,
         "trial_timeout": trial_timeout,
+        "supernet": supernet,
     }
     try:
         if run_file:
@@ -590,30 +634,138 @@ def predictors_report(
     emit(rows, fmt, f"predictor quality of {study}")
 
 
+def study_submodel(storage: str | None, name: str, number: int) -> tuple[str, ArchConfig]:
+    """The supernet path and the submodel config (adapted to the task) of trial `number` of a
+    study searched with `--supernet`, from the study's stored run settings."""
+    import optuna
+
+    from tnas.workers.tasks import parse_task
+
+    db = open_db(storage)
+    try:
+        run = load_study_attrs(db, name).get("run", {})
+    except LookupError as err:
+        raise fail(str(err)) from None
+    if not run.get("supernet"):
+        raise fail(
+            f"study {name!r} was not searched with --supernet; "
+            "use tnas extract --supernet CKPT --config SUB.json"
+        )
+    trials = optuna.load_study(study_name=name, storage=db.optuna_storage()).get_trials(
+        deepcopy=False
+    )
+    found = [t for t in trials if t.number == number]
+    if not found:
+        span = f"trials 0..{len(trials) - 1}" if trials else "no trials"
+        raise fail(f"study {name!r} has no trial {number} ({span})")
+    attrs = found[0].user_attrs
+    if "config" not in attrs:
+        reason = attrs.get("reason") or found[0].state.name.lower()
+        raise fail(f"trial {number} of study {name!r} has no config ({reason})")
+    try:
+        config = parse_task(run["task"]).adapt(ArchConfig.from_dict(attrs["config"]))
+    except USER_ERRORS as err:
+        raise fail(f"trial {number} of study {name!r}: {err}") from None
+    return run["supernet"], config
+
+
+supernet_app = typer.Typer(no_args_is_help=True, help="MatFormer supernets.")
+app.add_typer(supernet_app, name="supernet")
+
+
+@supernet_app.command("train")
+def supernet_train(
+    space: str = typer.Option("matformer", help="YAML file or preset name; its configs nest"),
+    task: str = typer.Option("textlm", help="task spec: NAME[,key=value...]"),
+    out: str = typer.Option("supernet.safetensors", help="the supernet checkpoint to write"),
+    steps: int = typer.Option(300, help="joint training steps"),
+    batch_size: int = typer.Option(16, help="sequences per step"),
+    lr: float = typer.Option(1e-3, help="peak learning rate (warmup, then cosine)"),
+    seed: int = typer.Option(0, help="random seed"),
+    strategy: str = typer.Option("sandwich", help="sandwich or all"),
+    samples: int = typer.Option(2, help="random Mix'n'Match submodels per step (sandwich)"),
+    checkpoint_every: int = typer.Option(0, help="steps between checkpoints (0: at the end)"),
+    resume: bool = typer.Option(False, help="go on from OUT and OUT's .train.safetensors"),
+    ray: bool = typer.Option(False, "--ray", help="run as one Ray task (local, or --ray-address)"),
+    ray_address: str = typer.Option(None, help="join this Ray cluster"),
+    cpus: int = typer.Option(1, help="CPUs (torch threads) the training uses"),
+    device: str = typer.Option("cpu", help="cpu or cuda"),
+):
+    """Train a supernet jointly (MatFormer); `tnas extract` then cuts submodels out of it."""
+    import torch
+
+    from tnas.elastic.train import run_training, train_supernet_on_ray
+    from tnas.nn.checkpoint import CheckpointError
+    from tnas.workers.train import Budget, TrialFailed
+
+    try:
+        budget = Budget(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
+        every = checkpoint_every or None
+        if ray or ray_address:
+            report = train_supernet_on_ray(
+                space, task, budget, checkpoint=out, strategy=strategy, samples=samples,
+                checkpoint_every=every, resume=resume, num_cpus=cpus, address=ray_address,
+            )  # fmt: skip
+        else:
+            torch.set_num_threads(cpus)
+            report = run_training(space, task, budget, out, strategy, samples, every, resume, cpus)
+            if report["status"] != "ok":
+                raise TrialFailed(report["reason"], report["message"])
+    except TrialFailed as err:
+        typer.echo(f"error: supernet training failed: {err}", err=True)
+        raise typer.Exit(code=1) from None
+    except (CheckpointError, *USER_ERRORS) as err:
+        raise fail(str(err)) from None
+    metrics = report["metrics"]
+    console.print(
+        f"wrote {out}: step {report['step']} (from {report['start_step']}), largest submodel "
+        f"loss {metrics['largest_loss']:.4f}, smallest {metrics['smallest_loss']:.4f}"
+    )
+
+
 @app.command("extract")
 def extract_command(
-    supernet: str = typer.Option(..., help="supernet checkpoint (.safetensors)"),
-    config: str = typer.Option(
-        ..., help='submodel JSON: an ArchConfig, or {"config": ..., "kept": [...]}; - for stdin'
-    ),
     out: str = typer.Option(..., help="directory for model.safetensors and config.json"),
+    supernet: str = typer.Option(None, help="supernet checkpoint (.safetensors)"),
+    config: str = typer.Option(
+        None, help='submodel JSON: an ArchConfig, or {"config": ..., "kept": [...]}; - for stdin'
+    ),
+    study: str = typer.Option(None, help="a study searched with --supernet (with --trial)"),
+    trial: int = typer.Option(None, help="the number of the trial of --study to extract"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
 ):
-    """Cut a submodel out of a MatFormer supernet as a standalone model (`tnas.load_model`)."""
+    """Cut a submodel out of a MatFormer supernet as a standalone model (`tnas.load_model`):
+    `--supernet CKPT --config SUB.json`, or `--study NAME --trial N` for a trial of a
+    Mix'n'Match search (its config, its study's supernet)."""
     from tnas.elastic import Submodel, extract, load_supernet
     from tnas.nn.checkpoint import save_model
 
-    try:
-        text = sys.stdin.readline() if config == "-" else Path(config).read_text()
-        sub_config, kept = Submodel.parse(text)
-    except (ConfigError, OSError) as err:
-        raise fail(f"{config}: {err}") from None
+    by_file = supernet is not None or config is not None
+    by_study = study is not None or trial is not None
+    if by_file == by_study:
+        raise fail("give either --supernet CKPT --config SUB.json, or --study NAME --trial N")
+    if by_file and (supernet is None or config is None):
+        raise fail("--supernet and --config go together")
+    if by_study and (study is None or trial is None):
+        raise fail("--study and --trial go together")
+    provenance = {}
+    if by_study:
+        supernet, sub_config = study_submodel(storage, study, trial)
+        kept = None
+        provenance = {"study": study, "trial": str(trial)}
+    else:
+        try:
+            text = sys.stdin.readline() if config == "-" else Path(config).read_text()
+            sub_config, kept = Submodel.parse(text)
+        except (ConfigError, OSError) as err:
+            raise fail(f"{config}: {err}") from None
     try:
         loaded = load_supernet(supernet)
         sub = loaded.resolve(sub_config, kept)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
     model = extract(loaded, sub)
-    provenance = {"supernet": loaded.config.hash, "kept": ",".join(map(str, sub.kept))}
+    provenance |= {"supernet": loaded.config.hash, "kept": ",".join(map(str, sub.kept))}
     try:
         save_model(model, out, **provenance)
     except OSError as err:

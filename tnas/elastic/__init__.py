@@ -1,7 +1,8 @@
-"""Elastic submodels: a MatFormer supernet, its sliced forward, and extraction.
+"""Elastic submodels: a MatFormer supernet, its sliced forward, joint training, and extraction.
 
 `tnas.elastic.submodel` (what a submodel is) imports no torch; `Supernet`, `extract`,
-`save_supernet` and `load_supernet` import it when first used.
+`save_supernet`, `load_supernet` and the training functions (`train_supernet`,
+`train_supernet_on_ray`, `build_supernet`) import it when first used.
 
 >>> from tnas.elastic import Supernet
 >>> net = Supernet.from_space("matformer")
@@ -20,6 +21,14 @@ _LAZY = {
     "extract": "tnas.elastic.extraction",
     "save_supernet": "tnas.elastic.extraction",
     "load_supernet": "tnas.elastic.extraction",
+    "Granularities": "tnas.elastic.train",
+    "StepReport": "tnas.elastic.train",
+    "SupernetTrainResult": "tnas.elastic.train",
+    "build_supernet": "tnas.elastic.train",
+    "evaluate_submodel": "tnas.elastic.train",
+    "train_supernet": "tnas.elastic.train",
+    "train_supernet_on_ray": "tnas.elastic.train",
+    "training_state_path": "tnas.elastic.train",
 }
 
 
@@ -30,13 +39,21 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "Granularities",
+    "StepReport",
     "Submodel",
     "SubmodelError",
     "Supernet",
+    "SupernetTrainResult",
+    "build_supernet",
     "default_kept",
+    "evaluate_submodel",
     "extract",
     "largest",
     "load_supernet",
     "resolve",
     "save_supernet",
+    "train_supernet",
+    "train_supernet_on_ray",
+    "training_state_path",
 ]

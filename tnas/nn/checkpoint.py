@@ -51,18 +51,21 @@ def shared_names(module: nn.Module) -> set[str]:
     return aliases
 
 
+def write_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str]) -> None:
+    """Named tensors and a string header in one safetensors file, written atomically (a crash
+    leaves the previous file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    contiguous = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
+    save_file(contiguous, partial, metadata={"format": "pt", **metadata})
+    os.replace(partial, path)
+
+
 def write_safetensors(module: nn.Module, path: Path, metadata: Mapping[str, str]) -> None:
     """The module's tensors (aliases once) and a string header, written atomically."""
     skip = shared_names(module)
-    tensors = {
-        name: tensor.detach().contiguous()
-        for name, tensor in module.state_dict().items()
-        if name not in skip
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, partial, metadata={"format": "pt", **metadata})
-    os.replace(partial, path)
+    tensors = {name: t for name, t in module.state_dict().items() if name not in skip}
+    write_tensors(tensors, path, metadata)
 
 
 def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:

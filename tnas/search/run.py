@@ -44,6 +44,7 @@ class RunSpec(BaseModel):
     timeout: float | None = None
     pool: str | None = None
     evaluator: str | None = None  # "replay:TABLE"; default: train and profile on Ray workers
+    supernet: str | None = None  # Mix'n'Match: evaluate submodels of this checkpoint, untrained
     ray_address: str | None = None
     steps: int = 300
     batch_size: int = 32

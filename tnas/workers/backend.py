@@ -11,7 +11,7 @@ Every evaluator (the Ray pool, a direct call, the replay table) reports the same
 task's metrics, `train_loss`, and the profile's `latency_ms`, `latency_iqr_ms`, `latency_cv`,
 `peak_mem_mb`, `params`, `flops` and `model_bytes`. Failure reasons: `nan_loss`,
 `unsupported_quantization`, `out_of_memory`, `timeout`, `worker_died`, `not_recorded` (replay),
-`error`.
+`not_a_submodel` (a Mix'n'Match config outside the supernet), `error`.
 
 The task's metrics (`accuracy`, `loss`, ...) are those of the model as it runs with each
 layer's `bits` (post-training quantization, `evaluate_quantized`), on the device latency is
@@ -38,6 +38,7 @@ FAILURE_REASONS = (
     "timeout",
     "worker_died",
     "not_recorded",
+    "not_a_submodel",
     "error",
 )
 
@@ -73,13 +74,19 @@ class TrialJob:
     profile: ProfileSettings | None = field(default_factory=ProfileSettings)
 
 
-def reported_metrics(job: TrialJob) -> set[str]:
-    """The metric names a successful trial of `job` reports, whatever the config's bits.
+def reported_metrics(job) -> set[str]:
+    """The metric names a successful trial of `job` reports, whatever the config's bits; a
+    Mix'n'Match `SupernetJob` reports no training metrics (`supernet_metrics`).
 
     >>> sorted(reported_metrics(TrialJob(task="digits", profile=None)))
     ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32', 'seconds', 'steps', 'train_loss']
     """
     from tnas.workers.tasks import parse_task
+
+    if not isinstance(job, TrialJob):
+        from tnas.workers.mixnmatch import supernet_metrics
+
+        return supernet_metrics(job)
 
     task_names = {m.name for m in parse_task(job.task).metrics}
     names = task_names | {name + FP32_SUFFIX for name in task_names}
@@ -166,23 +173,40 @@ def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
     }
 
 
+def run_job(key: str, config: ArchConfig, job, task=None, supernets=None) -> dict:
+    """`run_trial` for a `TrialJob`; `run_submodel_trial` (no training) for a `SupernetJob`,
+    with `supernets` the caller's `SupernetCache`."""
+    if isinstance(job, TrialJob):
+        return run_trial(key, config, job, task)
+    from tnas.workers.mixnmatch import run_submodel_trial
+
+    return run_submodel_trial(key, config, job, task, supernets)
+
+
 class InlineEvaluator:
     """Runs each trial in this process when it is submitted: the direct-call baseline.
 
-    It has the same `submit`/`collect`/`close` API as `RayPool`, with one slot.
+    It has the same `submit`/`collect`/`close` API as `RayPool`, with one slot. `job` is a
+    `TrialJob` or a Mix'n'Match `SupernetJob`; `supernets` is a `SupernetCache` (made when
+    needed), so a supernet is loaded once.
     """
 
     slots = 1
 
-    def __init__(self, job: TrialJob):
+    def __init__(self, job, supernets=None):
         from tnas.workers.tasks import parse_task
 
         self.job = job
         self.task = parse_task(job.task)
+        self.supernets = supernets
+        if supernets is None and not isinstance(job, TrialJob):
+            from tnas.workers.mixnmatch import SupernetCache
+
+            self.supernets = SupernetCache(job.device)
         self.done: list[dict] = []
 
     def submit(self, key: str, config: ArchConfig) -> None:
-        self.done.append(run_trial(key, config, self.job, self.task))
+        self.done.append(run_job(key, config, self.job, self.task, self.supernets))
 
     def pending(self) -> int:
         return len(self.done)

@@ -24,7 +24,7 @@ import ray
 import ray.exceptions
 
 from tnas.space.config import ArchConfig
-from tnas.workers.backend import TrialJob, failed, run_trial
+from tnas.workers.backend import TrialJob, failed, run_job
 
 LOCAL_NODE_IP = os.environ.get("TNAS_RAY_NODE_IP", "127.0.0.2")
 
@@ -49,7 +49,8 @@ def connect(address: str | None = None, **init_kwargs) -> bool:
 
 
 class TrialActor:
-    """One worker process: pins its threads and cores, caches tasks, runs trials."""
+    """One worker process: pins its threads and cores, caches tasks and (for Mix'n'Match
+    jobs) the loaded supernet, runs trials."""
 
     def __init__(self, threads: int, cores: list[int] | None):
         import torch
@@ -58,13 +59,23 @@ class TrialActor:
         if cores and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, cores)
         self.tasks: dict = {}
+        self.supernets = None
 
-    def run(self, key: str, config_json: str, job: TrialJob) -> dict:
+    def run(self, key: str, config_json: str, job) -> dict:
         from tnas.workers.tasks import parse_task
 
         if job.task not in self.tasks:
             self.tasks[job.task] = parse_task(job.task)
-        return run_trial(key, ArchConfig.from_json(config_json), job, self.tasks[job.task])
+        if self.supernets is None and not isinstance(job, TrialJob):
+            from tnas.workers.mixnmatch import SupernetCache
+
+            self.supernets = SupernetCache(job.device)
+        config = ArchConfig.from_json(config_json)
+        return run_job(key, config, job, self.tasks[job.task], self.supernets)
+
+    def supernet_loads(self) -> int:
+        """How many times this actor loaded a supernet checkpoint."""
+        return 0 if self.supernets is None else self.supernets.loads
 
     def pid(self) -> int:
         return os.getpid()
@@ -81,6 +92,7 @@ class Running:
 
 class RayPool:
     """Runs `job` for submitted configs on `workers` Ray actors; implements the Evaluator API.
+    `job` is a `TrialJob` (train and profile) or a Mix'n'Match `SupernetJob`.
 
     `submit(key, config)` queues a trial; `collect(timeout)` blocks until at least one trial
     has finished (or the timeout passes) and returns every finished report.
@@ -198,6 +210,10 @@ class RayPool:
 
     def actor_pids(self) -> list[int]:
         return ray.get([actor.pid.remote() for actor in self.actors])
+
+    def supernet_loads(self) -> list[int]:
+        """Per actor, how many times it loaded a supernet checkpoint (once, if cached)."""
+        return ray.get([actor.supernet_loads.remote() for actor in self.actors])
 
     def close(self) -> None:
         for actor in self.actors:
