@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import replace
 from pathlib import Path
@@ -16,12 +15,13 @@ import torch
 from typer.testing import CliRunner
 
 import tnas
+from tests.conftest import start_ray_on_loopback
 from tnas.cli import app
 from tnas.elastic import Supernet, extract, largest, load_supernet, save_supernet
 from tnas.space import ArchConfig, load_space
 from tnas.workers.backend import InlineEvaluator, ProfileSettings
 from tnas.workers.mixnmatch import SupernetJob, run_submodel_trial
-from tnas.workers.pool import RayPool, connect
+from tnas.workers.pool import RayPool
 from tnas.workers.tasks import parse_task
 
 runner = CliRunner()
@@ -235,15 +235,8 @@ def test_extract_from_a_study_errors_are_one_line_exit_2(broken_studies, tmp_pat
 
 
 @pytest.fixture
-def local_ray(tmp_path_factory):
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    connect(
-        None,
-        num_cpus=2,
-        _temp_dir=str(tmp_path_factory.mktemp("ray")),
-        object_store_memory=80 * 1024**2,
-        _node_ip_address=os.environ.get("TNAS_RAY_NODE_IP", "127.0.0.2"),
-    )
+def local_ray(tmp_path_factory):  # per test: the CLI search after it starts its own Ray
+    start_ray_on_loopback(tmp_path_factory.mktemp("ray"))
     yield
     ray.shutdown()
 

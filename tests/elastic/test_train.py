@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
-import ray
 import torch
 
 from tnas.elastic import (
@@ -22,7 +19,6 @@ from tnas.elastic import (
 )
 from tnas.nn.checkpoint import CheckpointError
 from tnas.space import DesignSpace
-from tnas.workers.pool import connect
 from tnas.workers.tasks import create_task
 from tnas.workers.tasks.digits import Digits
 from tnas.workers.train import Budget, TrialFailed
@@ -248,21 +244,6 @@ def test_bad_arguments_are_rejected(space, task):
     other = Supernet(supernet.config.replace(n_classes=3))
     with pytest.raises(ValueError, match="not adapted to task 'digits'"):
         train_supernet(other, task, QUICK, space=space)
-
-
-@pytest.fixture(scope="module")
-def local_ray(tmp_path_factory):
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    temp = tmp_path_factory.mktemp("ray")
-    connect(
-        None,
-        num_cpus=2,
-        _temp_dir=str(temp),
-        object_store_memory=80 * 1024**2,
-        _node_ip_address="127.0.0.2",
-    )
-    yield
-    ray.shutdown()
 
 
 def test_training_runs_as_a_ray_task_and_writes_a_loadable_checkpoint(local_ray, tmp_path):

@@ -6,27 +6,13 @@ import os
 import signal
 
 import pytest
-import ray
 
 from tnas.space import ArchConfig, LayerConfig
 from tnas.workers.backend import ProfileSettings, TrialJob
-from tnas.workers.pool import RayPool, connect
+from tnas.workers.pool import RayPool
 from tnas.workers.train import Budget
 
-
-@pytest.fixture(scope="module", autouse=True)
-def local_ray(tmp_path_factory):
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    temp = tmp_path_factory.mktemp("ray")
-    connect(
-        None,
-        num_cpus=2,
-        _temp_dir=str(temp),
-        object_store_memory=80 * 1024**2,
-        _node_ip_address="127.0.0.2",
-    )
-    yield
-    ray.shutdown()
+pytestmark = pytest.mark.usefixtures("local_ray")
 
 
 def tiny(ffn_dim: int = 32, mixer: str = "attention") -> ArchConfig:

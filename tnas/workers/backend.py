@@ -115,13 +115,62 @@ def failed(key: str, config: ArchConfig, reason: str, error: str, **extra) -> di
     } | extra
 
 
+def profile_into(metrics: dict, timings: dict, config: ArchConfig, model, settings) -> dict:
+    """Profile `model` (built for `config`) with `settings` (a `ProfileSettings`), add its
+    numbers to `metrics` and its time to `timings`; return the device fingerprint."""
+    from tnas.workers.profile import profile
+
+    start = time.perf_counter()
+    measured = profile(
+        config,
+        device=settings.device,
+        batch=settings.batch,
+        seq_len=min(settings.seq_len, config.max_seq_len),
+        repeats=settings.repeats,
+        threads=settings.threads,
+        model=model,
+    )
+    timings["profile_s"] = time.perf_counter() - start
+    fingerprint = measured.pop("fingerprint")
+    metrics |= {k: v for k, v in measured.items() if isinstance(v, int | float)}
+    return fingerprint
+
+
+def failure_report(err: Exception, key: str, config: ArchConfig, timings: dict) -> dict:
+    """The report for an exception raised by one trial: a failed trial never ends a search."""
+    from tnas.nn.quant import UnsupportedQuantization
+
+    if isinstance(err, TrialFailed):
+        return failed(key, config, err.reason, err.message, timings=timings)
+    if isinstance(err, UnsupportedQuantization):
+        return failed(key, config, "unsupported_quantization", str(err), timings=timings)
+    if isinstance(err, torch.OutOfMemoryError | MemoryError):
+        return failed(key, config, "out_of_memory", str(err) or "out of memory", timings=timings)
+    return failed(key, config, "error", f"{type(err).__name__}: {err}", timings=timings)
+
+
+def ok_report(key, config: ArchConfig, metrics: dict, curve, fingerprint, timings) -> dict:
+    return {
+        "key": key,
+        "config_hash": config.hash,
+        "status": "ok",
+        "reason": None,
+        "error": None,
+        "metrics": metrics,
+        "curve": [list(point) for point in curve],
+        "fingerprint": fingerprint,
+        "timings": timings,
+        "attempts": 1,
+    }
+
+
 def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
     """Train and profile one config; failures come back as a report, never as an exception.
 
     `task` is the already-built task for `job.task` (callers cache it); built when omitted.
     """
-    from tnas.nn.quant import UnsupportedQuantization, check_supported
-    from tnas.workers.profile import device_fingerprint, profile
+    from tnas.nn.quant import check_supported
+    from tnas.workers.profile import device_fingerprint
     from tnas.workers.tasks import parse_task
 
     task = task or parse_task(job.task)
@@ -137,40 +186,10 @@ def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
         timings["quantized_eval_s"] = time.perf_counter() - start
         fingerprint = device_fingerprint(job.budget.device)
         if job.profile is not None:
-            start = time.perf_counter()
-            settings = job.profile
-            measured = profile(
-                result.config,
-                device=settings.device,
-                batch=settings.batch,
-                seq_len=min(settings.seq_len, result.config.max_seq_len),
-                repeats=settings.repeats,
-                threads=settings.threads,
-                model=result.model,
-            )
-            timings["profile_s"] = time.perf_counter() - start
-            fingerprint = measured.pop("fingerprint")
-            metrics |= {k: v for k, v in measured.items() if isinstance(v, int | float)}
-    except TrialFailed as err:
-        return failed(key, config, err.reason, err.message, timings=timings)
-    except UnsupportedQuantization as err:
-        return failed(key, config, "unsupported_quantization", str(err), timings=timings)
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        return failed(key, config, "out_of_memory", str(err) or "out of memory", timings=timings)
-    except Exception as err:  # a bug or bad input in one trial must not end the whole search
-        return failed(key, config, "error", f"{type(err).__name__}: {err}", timings=timings)
-    return {
-        "key": key,
-        "config_hash": config.hash,
-        "status": "ok",
-        "reason": None,
-        "error": None,
-        "metrics": metrics,
-        "curve": [list(point) for point in result.curve],
-        "fingerprint": fingerprint,
-        "timings": timings,
-        "attempts": 1,
-    }
+            fingerprint = profile_into(metrics, timings, result.config, result.model, job.profile)
+    except Exception as err:
+        return failure_report(err, key, config, timings)
+    return ok_report(key, config, metrics, result.curve, fingerprint, timings)
 
 
 def run_job(key: str, config: ArchConfig, job, task=None, supernets=None) -> dict:

@@ -41,7 +41,6 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from tnas.elastic import (
@@ -54,7 +53,14 @@ from tnas.elastic import (
     resolve,
 )
 from tnas.space.config import ArchConfig
-from tnas.workers.backend import PROFILE_METRICS, ProfileSettings, failed
+from tnas.workers.backend import (
+    PROFILE_METRICS,
+    ProfileSettings,
+    failed,
+    failure_report,
+    ok_report,
+    profile_into,
+)
 from tnas.workers.train import FP32_SUFFIX, TrainResult, TrialFailed, evaluate_quantized
 
 
@@ -165,8 +171,8 @@ def run_submodel_trial(
 ) -> dict:
     """Evaluate one config from the supernet and profile its extracted model; failures come
     back as a report, never as an exception. `task` and `supernets` are the caller's caches."""
-    from tnas.nn.quant import UnsupportedQuantization, check_supported
-    from tnas.workers.profile import device_fingerprint, profile
+    from tnas.nn.quant import check_supported
+    from tnas.workers.profile import device_fingerprint
     from tnas.workers.tasks import parse_task
 
     timings: dict[str, float] = {}
@@ -196,40 +202,10 @@ def run_submodel_trial(
         timings["quantized_eval_s"] = time.perf_counter() - start
         fingerprint = device_fingerprint(job.device)
         if job.profile is not None:
-            settings = job.profile
-            start = time.perf_counter()
-            measured = profile(
-                sub.config,
-                device=settings.device,
-                batch=settings.batch,
-                seq_len=min(settings.seq_len, sub.config.max_seq_len),
-                repeats=settings.repeats,
-                threads=settings.threads,
-                model=model,
-            )
-            timings["profile_s"] = time.perf_counter() - start
-            fingerprint = measured.pop("fingerprint")
-            metrics |= {k: v for k, v in measured.items() if isinstance(v, int | float)}
-    except TrialFailed as err:
-        return failed(key, config, err.reason, err.message, timings=timings)
-    except UnsupportedQuantization as err:
-        return failed(key, config, "unsupported_quantization", str(err), timings=timings)
-    except (torch.OutOfMemoryError, MemoryError) as err:
-        return failed(key, config, "out_of_memory", str(err) or "out of memory", timings=timings)
+            fingerprint = profile_into(metrics, timings, sub.config, model, job.profile)
     except Exception as err:  # a bad checkpoint or a bug must not end the whole search
-        return failed(key, config, "error", f"{type(err).__name__}: {err}", timings=timings)
-    return {
-        "key": key,
-        "config_hash": config.hash,
-        "status": "ok",
-        "reason": None,
-        "error": None,
-        "metrics": metrics,
-        "curve": [],
-        "fingerprint": fingerprint,
-        "timings": timings,
-        "attempts": 1,
-    }
+        return failure_report(err, key, config, timings)
+    return ok_report(key, config, metrics, [], fingerprint, timings)
 
 
 __all__ = [

@@ -1,0 +1,31 @@
+"""Shared fixtures: a private Ray on loopback, as the environment requires of tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def start_ray_on_loopback(temp_dir) -> None:
+    """A local Ray on 127.0.0.2 (TNAS_RAY_NODE_IP), its own temp dir, a capped object store."""
+    from tnas.workers.pool import connect
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    connect(
+        None,
+        num_cpus=2,
+        _temp_dir=str(temp_dir),
+        object_store_memory=80 * 1024**2,
+        _node_ip_address=os.environ.get("TNAS_RAY_NODE_IP", "127.0.0.2"),
+    )
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """Ray for the whole test module, shut down after it."""
+    import ray
+
+    start_ray_on_loopback(tmp_path_factory.mktemp("ray"))
+    yield
+    ray.shutdown()
