@@ -31,17 +31,10 @@ import json
 from dataclasses import dataclass
 
 from tnas.space.config import ArchConfig, ConfigError, LayerConfig
+from tnas.space.space import GLOBAL_KNOBS
 
-# Model-wide fields a submodel shares with its supernet.
-SHARED_FIELDS = (
-    "d_model",
-    "vocab_size",
-    "max_seq_len",
-    "norm",
-    "head",
-    "tie_embeddings",
-    "n_classes",
-)
+# Model-wide fields a submodel shares with its supernet: every global knob but depth.
+SHARED_FIELDS = tuple(knob for knob in GLOBAL_KNOBS if knob != "n_layers")
 # Layer fields a submodel shares with the supernet layer it is cut from.
 SHARED_LAYER_FIELDS = ("mixer", "activation", "dconv_kernel", "conv_kernel", "state_size")
 # Mixers whose heads nest (a prefix of the heads is a narrower attention); other mixers that
