@@ -38,6 +38,7 @@ from tnas.elastic.submodel import NESTED_HEAD_MIXERS, Submodel, head_size
 from tnas.elastic.supernet import Supernet
 from tnas.nn.checkpoint import (
     CheckpointError,
+    json_header,
     load_tensors,
     read_safetensors,
     shared_names,
@@ -114,14 +115,7 @@ def save_supernet(supernet: Supernet, path: str | Path) -> None:
 
 
 def read_header(metadata: dict[str, str], source: str) -> dict:
-    if HEADER_KEY not in metadata:
-        raise CheckpointError(f"{source}: not a tnas supernet checkpoint (no {HEADER_KEY} header)")
-    try:
-        header = json.loads(metadata[HEADER_KEY])
-    except json.JSONDecodeError as err:
-        raise CheckpointError(f"{source}: supernet header is not valid JSON: {err}") from None
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{source}: supernet header must be a JSON object")
+    header = json_header(metadata, HEADER_KEY, source, "tnas supernet")
     if header.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
             f"{source}: supernet format_version {header.get('format_version')!r}, "

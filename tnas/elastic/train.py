@@ -44,7 +44,13 @@ from torch import Tensor, nn
 from tnas.elastic.extraction import extract, load_supernet, save_supernet
 from tnas.elastic.submodel import NESTED_HEAD_MIXERS, Submodel, default_kept, largest
 from tnas.elastic.supernet import Supernet
-from tnas.nn.checkpoint import CheckpointError, one_line, read_safetensors, write_tensors
+from tnas.nn.checkpoint import (
+    CheckpointError,
+    json_header,
+    one_line,
+    read_safetensors,
+    write_tensors,
+)
 from tnas.space.catalog import unknown_name
 from tnas.space.config import ArchConfig
 from tnas.space.space import DesignSpace, load_space
@@ -379,13 +385,8 @@ class TrainingState:
 
     @staticmethod
     def _header(metadata: dict[str, str], source: str) -> dict:
-        if STATE_KEY not in metadata:
-            raise CheckpointError(f"{source}: not a supernet training state (no {STATE_KEY})")
-        try:
-            header = json.loads(metadata[STATE_KEY])
-        except json.JSONDecodeError as err:
-            raise CheckpointError(f"{source}: training header is not valid JSON: {err}") from None
-        if not isinstance(header, dict) or header.get("format_version") != STATE_VERSION:
+        header = json_header(metadata, STATE_KEY, source, "supernet training state")
+        if header.get("format_version") != STATE_VERSION:
             raise CheckpointError(
                 f"{source}: training state format_version must be {STATE_VERSION}"
             )

@@ -16,6 +16,7 @@ True
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,6 +50,20 @@ def shared_names(module: nn.Module) -> set[str]:
             aliases.add(name)
         seen.add(id(tensor))
     return aliases
+
+
+def json_header(metadata: Mapping[str, str], key: str, source: str, what: str) -> dict:
+    """The JSON object stored under `key` in a safetensors file's metadata; `what` names the
+    file in errors ("supernet" gives "not a supernet checkpoint", "supernet header ...")."""
+    if key not in metadata:
+        raise CheckpointError(f"{source}: not a {what} checkpoint (no {key} header)")
+    try:
+        header = json.loads(metadata[key])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{source}: {what} header is not valid JSON: {err}") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{source}: {what} header must be a JSON object")
+    return header
 
 
 def write_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str]) -> None:
