@@ -62,7 +62,7 @@ class Model:
     mean: Any = None  # a fitted tnas.predictors.Predictor, or None when exact
     spread: Any = None  # the MLP ensemble giving the uncertainty (may be `mean` itself)
 
-    def predict(self, space: DesignSpace, configs: Sequence[ArchConfig], X: np.ndarray):
+    def predict(self, configs: Sequence[ArchConfig], X: np.ndarray):
         """Minimisation-form mean and spread, each (N,)."""
         if self.mean is None:
             values = np.array([c.derived()[self.objective] for c in configs], dtype=float)
@@ -255,7 +255,7 @@ class LinasSampler(BaseSampler):
     def predict(self, models: list[Model], configs: Sequence[ArchConfig]):
         """Minimisation-form means and spreads, each (N, objectives)."""
         X = self.features(configs)
-        pairs = [m.predict(self.space, configs, X) for m in models]
+        pairs = [m.predict(configs, X) for m in models]
         return np.stack([p[0] for p in pairs], axis=1), np.stack([p[1] for p in pairs], axis=1)
 
     def report(self, number: int, models: list[Model], done: dict) -> None:
@@ -268,7 +268,7 @@ class LinasSampler(BaseSampler):
         predicted = None
         if len(held) >= 2:
             X = self.features(configs)
-            predicted = [m.predict(self.space, configs, X)[0] * m.sign for m in self.last.models]
+            predicted = [m.predict(configs, X)[0] * m.sign for m in self.last.models]
         for j, model in enumerate(models):
             record = {
                 "round": number,
