@@ -1,23 +1,29 @@
 """MatFormer on textlm, CPU: extracted submodels against independently trained twins.
 
-    python bench/matformer.py [--steps 300] [--d-model 128] [--layers 4] [--ffn 512]
+    python bench/matformer.py [--steps 1000] [--seeds 0,1] [--workers 2] [--d-model 128]
 
-1. One supernet (every layer's FFN at F/8, F/4, F/2, F) is trained jointly with the "all"
-   strategy: each step sums the loss of the 4 nested granularities, so each sees `--steps`
-   steps.
-2. The baseline, in the same run: 4 dense models of the same shapes, each trained on its own
-   with the same steps, batch, learning rate and seed (`tnas.workers.train.train`).
+1. One supernet per seed (every layer's FFN at F/8, F/4, F/2, F) is trained jointly with the
+   "all" strategy: each step sums the loss of the 4 nested granularities, so each sees
+   `--steps` steps.
+2. The baseline, in the same run: per seed, 4 dense models of the same shapes, each trained on
+   its own with the same steps, batch, learning rate and seed (`tnas.workers.train.train`).
 3. Each granularity is cut out of the supernet (`tnas.elastic.extract`) and its validation
-   bits per byte is printed next to its twin's (goal: within 2 %).
+   bits per byte, averaged over the seeds, is printed next to its twins' (goal: within 2 %).
+   A single short run is noisy (twins of one seed can swap order), hence the seeds.
 4. Mix'n'Match: submodels mixing two neighbouring granularities (half the layers at each)
    are cut out too; their bpb should fall between their neighbours' on the bpb-vs-params curve.
+
+The runs are independent jobs spread over `--workers` processes of `--threads` torch threads.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 
+import numpy as np
 import torch
 
 from tnas.elastic import Granularities, build_supernet, extract, train_supernet
@@ -27,7 +33,6 @@ from tnas.workers.train import Budget, train
 
 
 def space_of(args) -> DesignSpace:
-    widths = [args.ffn // 8, args.ffn // 4, args.ffn // 2, args.ffn]
     return DesignSpace.from_dict(
         {
             "name": "matformer-bench",
@@ -41,19 +46,66 @@ def space_of(args) -> DesignSpace:
                 "head": "lm",
             },
             "shared": {"mixer": "attention", "n_heads": args.heads, "activation": "gelu"},
-            "per_layer": {"ffn_dim": {"choices": widths}},
+            "per_layer": {"ffn_dim": {"choices": widths_of(args)}},
         }
     )
+
+
+def widths_of(args) -> list[int]:
+    return [args.ffn // 8, args.ffn // 4, args.ffn // 2, args.ffn]
+
+
+def mixes_of(args) -> list[list[int]]:
+    """Per-layer FFN widths between each pair of neighbouring granularities, both orders."""
+    half, widths = args.layers // 2, widths_of(args)
+    mixes = []
+    for low, high in zip(widths, widths[1:], strict=False):
+        mixes.append([high] * half + [low] * (args.layers - half))
+        mixes.append([low] * half + [high] * (args.layers - half))
+    return mixes
 
 
 def bpb(task, model) -> float:
     return float(task.evaluate(model, "cpu")["bpb"])
 
 
+def setup(args, seed: int):
+    torch.set_num_threads(args.threads)
+    task = parse_task(args.task)
+    budget = Budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed)
+    return task, space_of(args), budget
+
+
+def supernet_job(args, seed: int) -> dict:
+    """Train one supernet; the bpb of its nested granularities and Mix'n'Match submodels."""
+    task, space, budget = setup(args, seed)
+    start = time.perf_counter()
+    supernet = build_supernet(space, task, seed=seed)
+    supernet = train_supernet(supernet, task, budget, strategy="all", space=space).supernet
+    nested = Granularities.of(supernet, space).nested(supernet)
+    mixes = [supernet.submodel(ffn_dim=widths) for widths in mixes_of(args)]
+    return {
+        "nested": [bpb(task, extract(supernet, sub)) for sub in nested],
+        "mixes": [bpb(task, extract(supernet, sub)) for sub in mixes],
+        "params": [sub.config.derived()["params"] for sub in nested + mixes],
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def twin_job(args, seed: int, index: int) -> dict:
+    """Train granularity `index` as a dense model of its own; its bpb."""
+    task, space, budget = setup(args, seed)
+    start = time.perf_counter()
+    supernet = build_supernet(space, task, seed=seed)  # only to name the nested configs
+    sub = Granularities.of(supernet, space).nested(supernet)[index]
+    model = train(sub.config, task, budget).model
+    return {"bpb": bpb(task, model), "seconds": time.perf_counter() - start}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="textlm")
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--d-model", type=int, default=128)
@@ -61,60 +113,68 @@ def main() -> None:
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--ffn", type=int, default=512)
     parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1", help="comma-separated seeds")
+    parser.add_argument("--workers", type=int, default=2, help="processes running the jobs")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
     args = parser.parse_args()
-    task = parse_task(args.task)
-    space = space_of(args)
-    budget = Budget(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    seeds = [int(seed) for seed in args.seeds.split(",")]
+    widths = widths_of(args)
     print(
-        f"{task.spec}: d_model {args.d_model}, {args.layers} layers, FFN {args.ffn} "
-        f"(granularities F/8..F), {args.steps} steps x batch {args.batch_size}, "
-        f"seq {args.seq_len}, {torch.get_num_threads()} threads"
+        f"{args.task}: d_model {args.d_model}, {args.layers} layers, FFN {args.ffn} "
+        f"(granularities {'/'.join(map(str, widths))}), {args.steps} steps x batch "
+        f"{args.batch_size}, seq {args.seq_len}, lr {args.lr}, seeds {seeds}; "
+        f"{args.workers} processes x {args.threads} threads"
     )
 
     start = time.perf_counter()
-    supernet = build_supernet(space, task, seed=args.seed)
-    result = train_supernet(supernet, task, budget, strategy="all", space=space)
-    supernet = result.supernet
-    print(f"supernet: {args.steps} joint steps in {time.perf_counter() - start:.0f} s")
-    nested = Granularities.of(supernet, space).nested(supernet)
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        supers = {seed: pool.submit(supernet_job, args, seed) for seed in seeds}
+        twins = {
+            (seed, i): pool.submit(twin_job, args, seed, i)
+            for seed in seeds
+            for i in range(len(widths))
+        }
+        supers = {seed: job.result() for seed, job in supers.items()}
+        twins = {key: job.result() for key, job in twins.items()}
+    print(
+        f"done in {time.perf_counter() - start:.0f} s: supernets "
+        f"{np.mean([s['seconds'] for s in supers.values()]):.0f} s each, twins "
+        f"{np.mean([t['seconds'] for t in twins.values()]):.0f} s each"
+    )
 
-    rows = []
-    start = time.perf_counter()
-    for sub in nested:
-        twin = train(sub.config, task, budget)
-        rows.append((sub, bpb(task, extract(supernet, sub)), bpb(task, twin.model)))
-    print(f"4 twins trained in {time.perf_counter() - start:.0f} s")
-    print(f"{'FFN':>6s} {'params':>9s} {'extracted bpb':>14s} {'twin bpb':>9s} {'gap':>7s}")
-    worst = 0.0
-    for sub, ours, twin in rows:
-        gap = ours / twin - 1
-        worst = max(worst, abs(gap))
-        params = sub.config.derived()["params"]
-        ffn = sub.config.layers[0].ffn_dim
-        print(f"{ffn:6d} {params:9,d} {ours:14.4f} {twin:9.4f} {100 * gap:+6.2f}%")
-    print(f"largest gap to the twins: {100 * worst:.2f} % (goal: within 2 %)")
+    ours = np.array([supers[seed]["nested"] for seed in seeds])  # (seeds, 4)
+    theirs = np.array([[twins[seed, i]["bpb"] for i in range(len(widths))] for seed in seeds])
+    params = supers[seeds[0]]["params"]
+    print(
+        f"{'FFN':>6s} {'params':>9s} {'extracted bpb':>15s} {'twin bpb':>15s} {'gap':>7s}  "
+        "per seed: extracted / twin"
+    )
+    gaps = ours.mean(0) / theirs.mean(0) - 1
+    for i, width in enumerate(widths):
+        per_seed = "  ".join(
+            f"{a:.4f}/{b:.4f}" for a, b in zip(ours[:, i], theirs[:, i], strict=True)
+        )
+        print(
+            f"{width:6d} {params[i]:9,d} {ours[:, i].mean():8.4f} ±{ours[:, i].std():.3f} "
+            f"{theirs[:, i].mean():8.4f} ±{theirs[:, i].std():.3f} {100 * gaps[i]:+6.2f}%  "
+            f"{per_seed}"
+        )
+    print(f"largest gap to the twins: {100 * np.abs(gaps).max():.2f} % (goal: within 2 %)")
 
-    print("Mix'n'Match between neighbours (first half of the layers at one width):")
+    print("Mix'n'Match between neighbours (mean over seeds):")
+    mixes = np.array([supers[seed]["mixes"] for seed in seeds]).mean(0)
+    nested = ours.mean(0)
     between = 0
-    total = 0
-    for (small, small_bpb, _), (big, big_bpb, _) in zip(rows, rows[1:], strict=False):
-        low, high = small.config.layers[0].ffn_dim, big.config.layers[0].ffn_dim
-        half = args.layers // 2
-        for widths in ([high] * half + [low] * (args.layers - half),
-                       [low] * half + [high] * (args.layers - half)):  # fmt: skip
-            sub = supernet.submodel(ffn_dim=widths)
-            value = bpb(task, extract(supernet, sub))
-            params = sub.config.derived()["params"]
-            inside = min(small_bpb, big_bpb) <= value <= max(small_bpb, big_bpb)
-            between += inside
-            total += 1
-            print(
-                f"  FFN {'/'.join(map(str, widths)):>20s} params {params:9,d} bpb {value:.4f} "
-                f"(neighbours {small_bpb:.4f} .. {big_bpb:.4f}) "
-                f"{'between' if inside else 'OUTSIDE'}"
-            )
-    print(f"Mix'n'Match submodels between their neighbours: {between} of {total}")
+    for j, mix in enumerate(mixes_of(args)):
+        low, high = nested[j // 2], nested[j // 2 + 1]
+        inside = min(low, high) <= mixes[j] <= max(low, high)
+        between += inside
+        print(
+            f"  FFN {'/'.join(map(str, mix)):>20s} params {params[len(widths) + j]:9,d} "
+            f"bpb {mixes[j]:.4f} (neighbours {low:.4f} .. {high:.4f}) "
+            f"{'between' if inside else 'OUTSIDE'}"
+        )
+    print(f"Mix'n'Match submodels between their neighbours: {between} of {len(mixes)}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run on CPU under the interpreter; read when a kernel module is imported.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 def start_ray_on_loopback(temp_dir) -> None:

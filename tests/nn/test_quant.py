@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import replace
 
@@ -7,14 +8,18 @@ import pytest
 import torch
 from torch import nn
 
+from tnas.kernels.common import INTERPRET
 from tnas.nn.mixers import MIXER_CLASSES
 from tnas.nn.model import build_model
 from tnas.nn.quant import (
     CastBlock,
     DynamicQuantizedLinear,
     UnsupportedQuantization,
+    check_supported,
+    int4_group_size,
     model_bytes,
     quantize,
+    weight_only_block,
 )
 from tnas.space import ArchConfig, LayerConfig, count_params
 
@@ -118,9 +123,21 @@ def test_4bit_on_cpu_raises_naming_the_layers():
     assert isinstance(err.value, ValueError)
 
 
-def test_int8_on_cuda_raises_before_touching_the_device():
-    config = tiny_config(bits=(16, 8))
-    with pytest.raises(UnsupportedQuantization, match=r"8-bit .*cuda.*layer1"):
+def test_cuda_runs_8_and_4_bits_and_other_devices_only_32():
+    config = tiny_config(bits=(32, 16, 8, 4))
+    check_supported(config, "cuda")
+    with pytest.raises(
+        UnsupportedQuantization,
+        match=r"4-bit kernel on mps for layer3; .* layer1 \(bits 32 run there\)$",
+    ):
+        check_supported(config, "mps")
+
+
+def test_4bit_on_cuda_raises_naming_the_linear_before_touching_the_device():
+    config = tiny_config("ssm", bits=(8, 4))  # dt_proj's 4 inputs: ceil(64 / 16)
+    with pytest.raises(
+        UnsupportedQuantization, match="4 input features of mixer.dt_proj in layer1"
+    ):
         quantize(build_model(config), config, "cuda")
 
 
@@ -158,3 +175,124 @@ def test_model_bytes_int8_below_bf16_below_fp32():
         return model_bytes(quantize(build_model(config), config, "cpu"))
 
     assert size(8) < size(16) < size(32)
+
+
+# the weight-only Triton blocks (bits 8 and 4 on CUDA): on CPU under the interpreter
+KERNELS = pytest.mark.skipif(
+    not (INTERPRET or torch.cuda.is_available()), reason="needs CUDA or TRITON_INTERPRET=1"
+)
+KERNEL_DEVICE = "cpu" if INTERPRET else "cuda"
+# relative error of a block's update against fp32: int4 rounds each weight by up to 1/14 of
+# its group's range, int8 by 1/254 of its row's
+WEIGHT_ONLY_TOLERANCE = {8: 0.03, 4: 0.3}
+# torch's CPU float16 depthwise conv takes seconds a call: their blocks run in float32 there
+CONV_MIXERS = {"mdha", "ssm"}
+
+
+def weight_only_dtype(mixer: str) -> torch.dtype:
+    if KERNEL_DEVICE == "cpu" and mixer in CONV_MIXERS:
+        return torch.float32
+    return torch.float16
+
+
+def kernel_block_and_input(mixer: str, bits: int, d_model: int = 256):
+    torch.manual_seed(0)
+    config = tiny_config(mixer, activation="swiglu", d_model=d_model)
+    block = build_model(config).blocks[0].to(KERNEL_DEVICE).eval()
+    quantized = weight_only_block(copy.deepcopy(block), bits, weight_only_dtype(mixer), "layer0")
+    return block, quantized, torch.randn(2, 8, d_model, device=KERNEL_DEVICE)
+
+
+@KERNELS
+@pytest.mark.parametrize(
+    "mixer, bits",
+    [pytest.param(m, b, id=f"{m}-{b}bit") for m in MIXER_CLASSES for b in (8, 4)],
+)
+def test_weight_only_block_runs_every_mixer_close_to_fp32(mixer, bits):
+    # d_model 256: the SSM's dt_proj then has 16 inputs, an int4 group
+    block, quantized, x = kernel_block_and_input(mixer, bits)
+    expected_type = "Int8Linear" if bits == 8 else "Int4Linear"
+    linears = [name for name, m in block.named_modules() if type(m) is nn.Linear]
+    assert linears and all(
+        type(quantized.block.get_submodule(name)).__name__ == expected_type for name in linears
+    )
+    assert not any(type(m) is nn.Linear for m in quantized.modules())
+    with torch.inference_mode():
+        expected = block(x) - x
+        actual = quantized(x) - x
+    assert actual.dtype == torch.float32
+    assert relative_error(actual, expected) < WEIGHT_ONLY_TOLERANCE[bits]
+
+
+@KERNELS
+@pytest.mark.parametrize("bits", [8, 4])
+def test_weight_only_block_serves_sliced_weights(bits):
+    # MatFormer's sub-widths read `.weight` slices instead of calling the linear
+    block, quantized, x = kernel_block_and_input("attention", bits, d_model=64)
+    for name, module in block.named_modules():
+        if type(module) is nn.Linear:
+            weight = quantized.block.get_submodule(name).weight
+            assert weight.dtype == torch.float16 and weight.shape == module.weight.shape
+    with torch.inference_mode():
+        expected = block(x, True, 64) - x
+        actual = quantized(x, True, 64) - x
+    assert relative_error(actual, expected) < WEIGHT_ONLY_TOLERANCE[bits]
+
+
+def test_weight_only_block_bytes_by_hand():
+    D, F = 64, 128
+    layer = LayerConfig(mixer="attention", n_heads=2, ffn_dim=F)
+    config = ArchConfig(d_model=D, n_layers=1, vocab_size=10, max_seq_len=4, layers=(layer,))
+    block = build_model(config).blocks[0]
+    norms = 2 * 2 * D  # weights and biases of two LayerNorms, float16 in the block
+    linears = {"qkv": (D, 3 * D), "out": (D, D), "up": (D, F), "down": (F, D)}  # (in, out)
+    weights = sum(i * o for i, o in linears.values())
+    assert model_bytes(block) == 4 * (norms + weights)
+
+    # int8: a byte per weight, a float32 scale per output row
+    rows = sum(o for _, o in linears.values())
+    int8 = weight_only_block(copy.deepcopy(block), 8)
+    assert model_bytes(int8) == 2 * norms + weights + 4 * rows
+    # int4: half a byte per weight, a float32 scale per output row and group of inputs
+    assert [int4_group_size(i) for i, _ in linears.values()] == [64, 64, 64, 128]
+    groups = sum(o * i // int4_group_size(i) for i, o in linears.values())
+    int4 = weight_only_block(copy.deepcopy(block), 4)
+    assert model_bytes(int4) == 2 * norms + weights // 2 + 4 * groups
+    assert model_bytes(int4) < model_bytes(int8) < model_bytes(block) / 3
+
+    state = int4.state_dict()
+    assert state["block.ffn.up.qweight"].dtype == torch.uint8
+    assert state["block.ffn.up.scales"].shape == (F, 1)
+
+
+def test_weight_only_block_rejects_other_bits_and_ungroupable_linears():
+    with pytest.raises(ValueError, match="bits 8 or 4, got 16"):
+        weight_only_block(build_model(tiny_config()).blocks[0], 16)
+    block = build_model(tiny_config("ssm")).blocks[0]
+    before = copy.deepcopy(block.state_dict())
+    with pytest.raises(UnsupportedQuantization, match="mixer.dt_proj in layer3"):
+        weight_only_block(block, 4, name="layer3")
+    assert all(torch.equal(before[k], v) for k, v in block.state_dict().items())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")
+def test_quantize_on_cuda_runs_every_precision():
+    torch.manual_seed(0)
+    config = tiny_config("gla", bits=(32, 16, 8, 4), activation="swiglu")
+    model = build_model(config).eval()
+    qmodel = quantize(model, config, "cuda")
+    assert [type(b).__name__ for b in qmodel.blocks] == [
+        "Block",
+        "CastBlock",
+        "CastBlock",
+        "CastBlock",
+    ]
+    assert type(qmodel.blocks[2].block.ffn.up).__name__ == "Int8Linear"
+    assert type(qmodel.blocks[3].block.ffn.up).__name__ == "Int4Linear"
+    tokens = torch.randint(0, 64, (2, 32))
+    with torch.inference_mode():
+        expected = model(tokens)
+        logits = qmodel(tokens.cuda())
+    assert logits.dtype == torch.float32 and torch.isfinite(logits).all()
+    assert relative_error(logits.cpu(), expected) < 0.3
+    assert model_bytes(qmodel) < model_bytes(model)

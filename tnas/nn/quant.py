@@ -1,17 +1,19 @@
-"""Per-layer weight precision, applied for real with the kernels torch ships: `quantize`.
+"""Per-layer weight precision, applied for real with kernels that exist: `quantize`.
 
 Each layer's `bits` decides what its block becomes, for inference:
 
-| bits | CPU                                                    | CUDA                     |
-|------|--------------------------------------------------------|--------------------------|
-| 32   | unchanged                                              | unchanged                |
-| 16   | `CastBlock` in bfloat16                                | `CastBlock` in float16   |
-| 8    | dynamic int8 linears (`quantize_dynamic`, per channel) | `UnsupportedQuantization` |
-| 4    | `UnsupportedQuantization`                              | `UnsupportedQuantization` |
+| bits | CPU                                                    | CUDA                            |
+|------|--------------------------------------------------------|---------------------------------|
+| 32   | unchanged                                              | unchanged                       |
+| 16   | `CastBlock` in bfloat16                                | `CastBlock` in float16          |
+| 8    | dynamic int8 linears (`quantize_dynamic`, per channel) | `Int8Linear`s, block in float16 |
+| 4    | `UnsupportedQuantization`                              | `Int4Linear`s, block in float16 |
 
 A precision without a real kernel on the device raises rather than pretending: a latency
-measured on fp32 kernels and reported as 4-bit would be made up. Int8 and int4 on CUDA come
-with the Triton kernels (issue 7).
+measured on fp32 kernels and reported as 4-bit would be made up. On CUDA, 8 and 4 bits run on
+the Triton weight-only kernels of `tnas.kernels` (`weight_only_block`): int8 weights per output
+channel, or int4 in groups of input features (`int4_group_size`: 128, else 64, 32 or 16; a
+linear none of them divides raises), dequantised inside the matmul; activations float16.
 
 >>> from tnas.nn.model import build_model
 >>> from tnas.space import ArchConfig, LayerConfig
@@ -41,7 +43,8 @@ from tnas.nn.model import TnasModel
 from tnas.space.config import ArchConfig
 
 ENGINE_PREFERENCE = ("x86", "fbgemm", "onednn", "qnnpack")
-SUPPORTED_BITS = {"cpu": (32, 16, 8), "cuda": (32, 16)}
+SUPPORTED_BITS = {"cpu": (32, 16, 8), "cuda": (32, 16, 8, 4)}
+INT4_GROUP_SIZES = (128, 64, 32, 16)
 HALF_DTYPES = {"cpu": torch.bfloat16, "cuda": torch.float16}
 
 
@@ -105,6 +108,78 @@ def _dynamic_int8(block: nn.Module) -> None:
             )
 
 
+def int4_group_size(in_features: int) -> int | None:
+    """The int4 group size for a linear of `in_features` inputs: the first of 128, 64, 32 and
+    16 that divides it, or None.
+
+    >>> int4_group_size(512), int4_group_size(96), int4_group_size(48), int4_group_size(4)
+    (128, 32, 16, None)
+    """
+    return next((size for size in INT4_GROUP_SIZES if in_features % size == 0), None)
+
+
+def check_int4_groups(block: nn.Module, name: str) -> None:
+    """Raise `UnsupportedQuantization` if a linear of `block` (called `name` in the message)
+    has no int4 group size.
+
+    >>> check_int4_groups(nn.ModuleDict({"up": nn.Linear(64, 8), "down": nn.Linear(8, 2)}),
+    ...                   "layer0")
+    Traceback (most recent call last):
+    ...
+    tnas.nn.quant.UnsupportedQuantization: no int4 group size ... 8 input features of down in layer0
+    """
+    for linear_name, module in block.named_modules():
+        if type(module) is nn.Linear and int4_group_size(module.in_features) is None:
+            raise UnsupportedQuantization(
+                "no int4 group size (128, 64, 32 or 16) divides the "
+                f"{module.in_features} input features of {linear_name} in {name}"
+            )
+
+
+def weight_only_block(
+    block: nn.Module, bits: int, dtype: torch.dtype = torch.float16, name: str = "block"
+) -> CastBlock:
+    """`block` on the Triton weight-only kernels: a `CastBlock` in `dtype` whose every
+    `nn.Linear` is an `Int8Linear` (`bits` 8) or an `Int4Linear` (`bits` 4, groups of
+    `int4_group_size`), quantized from the float weights.
+
+    Changes `block` in place. Runs wherever the kernels run: on CUDA (`quantize` uses it there)
+    and on CPU under `TRITON_INTERPRET=1`. `dtype` is the activations': float16 (what `quantize`
+    uses), bfloat16 on CUDA only, or float32. Raises `UnsupportedQuantization` naming `name`
+    and the linear if one has no int4 group size, before changing anything.
+
+    >>> from tnas.kernels.common import INTERPRET
+    >>> from tnas.nn.model import Block
+    >>> from tnas.space import ArchConfig, LayerConfig
+    >>> cfg = ArchConfig(d_model=32, n_layers=1, layers=(LayerConfig(n_heads=2, ffn_dim=64),))
+    >>> block = weight_only_block(Block(cfg, cfg.layers[0]), bits=4)
+    >>> type(block.block.ffn.up).__name__, block.block.ffn.up.group_size
+    ('Int4Linear', 32)
+    >>> if INTERPRET:  # CUDA tensors elsewhere
+    ...     assert block(torch.randn(2, 3, 32)).dtype == torch.float32
+    """
+    if bits not in (8, 4):
+        raise ValueError(f"weight-only kernels take bits 8 or 4, got {bits}")
+    if bits == 4:
+        check_int4_groups(block, name)
+    from tnas.kernels.int4_matmul import Int4Linear
+    from tnas.kernels.int8_matmul import Int8Linear
+
+    quantized = {}
+    for linear_name, module in block.named_modules():
+        if type(module) is not nn.Linear:
+            continue
+        if bits == 8:
+            quantized[linear_name] = Int8Linear.from_linear(module, dtype)
+        else:
+            group_size = int4_group_size(module.in_features)
+            quantized[linear_name] = Int4Linear.from_linear(module, group_size, dtype)
+    cast = CastBlock(block, dtype)  # after quantizing, so the weights are quantized from fp32
+    for linear_name, module in quantized.items():
+        cast.block.set_submodule(linear_name, module)
+    return cast
+
+
 def check_supported(config: ArchConfig, device: str | torch.device) -> None:
     """Raise `UnsupportedQuantization` naming every layer whose bits have no kernel here.
 
@@ -133,7 +208,8 @@ def quantize(model: TnasModel, config: ArchConfig, device: str | torch.device = 
 
     Embeddings, the final norm and the head stay float32. The input model is not changed.
     Raises `UnsupportedQuantization` before copying anything if a layer's bits have no real
-    kernel on the device (see the module docstring).
+    kernel on the device, or a 4-bit layer a linear with no int4 group size (see the module
+    docstring).
     """
     if len(model.blocks) != len(config.layers):
         raise ValueError(
@@ -141,10 +217,15 @@ def quantize(model: TnasModel, config: ArchConfig, device: str | torch.device = 
         )
     check_supported(config, device)
     kind = torch.device(device).type
+    for i, layer in enumerate(config.layers):
+        if layer.bits == 4:
+            check_int4_groups(model.blocks[i], f"layer{i}")
     model = copy.deepcopy(model).to(device).eval()
     for i, layer in enumerate(config.layers):
         if layer.bits == 16:
             model.blocks[i] = CastBlock(model.blocks[i], HALF_DTYPES[kind])
+        elif layer.bits in (8, 4) and kind == "cuda":
+            model.blocks[i] = weight_only_block(model.blocks[i], layer.bits, HALF_DTYPES[kind])
         elif layer.bits == 8:
             _dynamic_int8(model.blocks[i])
     return model
@@ -169,8 +250,9 @@ def _dynamic_linear_bytes(module: nn.Module) -> int:
 
 
 def model_bytes(model: nn.Module) -> int:
-    """Bytes of the model's weights as stored: parameters and buffers at their dtype's size,
-    int8 dynamic linears unpacked; tied weights counted once.
+    """Bytes of the model's weights as stored: parameters and buffers at their dtype's size
+    (the Triton kernels' packed weights and scales are buffers), int8 dynamic linears unpacked;
+    tied weights counted once.
 
     >>> from tnas.nn.model import build_model
     >>> from tnas.space import ArchConfig, count_params
@@ -190,8 +272,11 @@ __all__ = [
     "CastBlock",
     "DynamicQuantizedLinear",
     "UnsupportedQuantization",
+    "check_int4_groups",
     "check_supported",
+    "int4_group_size",
     "model_bytes",
     "quantize",
     "quantized_engine",
+    "weight_only_block",
 ]

@@ -1,8 +1,9 @@
 """Real-kernel inference latency of a config: `profile(config)`, and the machine it ran on.
 
-The model runs with each layer at its `bits` through `tnas.nn.quant.quantize` (int8 dynamic
-linears, bf16/fp16 blocks), so a precision without a real kernel raises
-`UnsupportedQuantization` instead of reporting a latency it did not measure.
+The model runs with each layer at its `bits` through `tnas.nn.quant.quantize` (on CPU int8
+dynamic linears and bf16 blocks; on CUDA fp16 blocks and tnas's Triton int8/int4 weight-only
+matmuls, with the fused activation and dconv kernels), so a precision without a real kernel
+raises `UnsupportedQuantization` instead of reporting a latency it did not measure.
 
 >>> from tnas.space import ArchConfig, LayerConfig
 >>> cfg = ArchConfig(d_model=32, n_layers=2, vocab_size=64, max_seq_len=16,

@@ -81,15 +81,37 @@ class SoftmaxAttention(Mixer):
 
 
 class MultiDConvHeadAttention(SoftmaxAttention):
-    """Primer MDHA: a depthwise conv over time after the Q, K and V projections."""
+    """Primer MDHA: a depthwise conv over time after the Q, K and V projections.
+
+    The conv runs on the Triton kernel (`tnas.kernels.dwconv.causal_dwconv`, forward and
+    backward, on the projections' (B, T, C) layout with no transposes) as `use_triton`
+    allows: None (the default) on CUDA tensors only, True always (CUDA, or CPU under
+    `TRITON_INTERPRET=1`), False never. The torch path pads and runs `nn.Conv1d` over (B, C, T).
+    """
 
     def __init__(self, d_model: int, layer: LayerConfig, max_seq_len: int):
         super().__init__(d_model, layer, max_seq_len)
         self.kernel = layer.dconv_kernel
+        self.use_triton: bool | None = None
         channels = 3 * self.inner
         self.dconv = nn.Conv1d(channels, channels, self.kernel, groups=channels, bias=False)
 
+    def taps(self, n_heads: int) -> Tensor:
+        """The dconv weight of the first `n_heads` heads' Q, K and V channels: (3 * width, 1, K)."""
+        if n_heads == self.n_heads:
+            return self.dconv.weight
+        width = n_heads * self.head_dim
+        taps = self.dconv.weight.view(3, self.inner, 1, self.kernel)  # Q, K, V channel blocks
+        return taps[:, :width].reshape(3 * width, 1, self.kernel)
+
     def project(self, x: Tensor, causal: bool, n_heads: int) -> Tensor:
+        use_triton = x.is_cuda if self.use_triton is None else self.use_triton
+        if use_triton:
+            from tnas.kernels.dwconv import causal_dwconv  # imports Triton
+
+            qkv = super().project(x, causal, n_heads)  # (B, T, 3 * width)
+            lookahead = 0 if causal else self.kernel // 2  # the torch path's centred padding
+            return causal_dwconv(qkv, self.taps(n_heads), lookahead)
         qkv = super().project(x, causal, n_heads).transpose(1, 2)  # (B, 3 * width, T)
         left = self.kernel - 1 if causal else (self.kernel - 1) // 2
         qkv = F.pad(qkv, (left, self.kernel - 1 - left))
