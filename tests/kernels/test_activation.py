@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.kernels.devices import DEVICES
 from tnas.kernels import common
 from tnas.kernels.activation import (
     GLU,
@@ -14,12 +15,6 @@ from tnas.kernels.activation import (
 )
 from tnas.nn.activations import create_activation
 
-DEVICES = [
-    pytest.param(
-        "cpu", marks=pytest.mark.skipif(not common.INTERPRET, reason="needs TRITON_INTERPRET=1")
-    ),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
-]
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
 # against the fp32 reference on the same inputs: erf implementations differ (GELU's negative tail
 # cancels), and one rounding of the output (the interpreter truncates to bfloat16, hence a step)

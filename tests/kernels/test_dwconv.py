@@ -3,15 +3,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.kernels.devices import DEVICES
 from tnas.kernels import common, dwconv
 from tnas.kernels.dwconv import causal_dwconv, causal_dwconv_reference
 
-DEVICES = [
-    pytest.param(
-        "cpu", marks=pytest.mark.skipif(not common.INTERPRET, reason="needs TRITON_INTERPRET=1")
-    ),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
-]
 # against the fp32 reference: one rounding of the output (a full step: the interpreter truncates)
 TOLERANCE = {
     torch.float32: dict(rtol=1e-5, atol=1e-5),

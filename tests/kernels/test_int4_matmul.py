@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.kernels.devices import DEVICES, relative_error
 from tnas.kernels.common import INTERPRET
 from tnas.kernels.int4_matmul import (
     DECODE_CONFIGS,
@@ -19,10 +20,6 @@ from tnas.kernels.int4_matmul import (
     unpack_int4,
 )
 
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1")),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
-]
 # bfloat16 only on CUDA: the interpreter's bfloat16 dot is wrong (the wrapper refuses it there)
 DTYPES = {
     "cpu": (torch.float32, torch.float16),
@@ -34,10 +31,6 @@ TOLERANCE = {torch.float32: 2e-3, torch.float16: 3e-3, torch.bfloat16: 2e-2}
 # (M, N, K, group_size): odd M and N off the block sizes (masking), K over several K-tiles,
 # groups smaller than, equal to and spanning K-tiles
 SHAPES = [(1, 64, 128, 128), (5, 100, 96, 32), (16, 130, 384, 128), (17, 48, 64, 16)]
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
 
 
 def cases():

@@ -4,6 +4,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.kernels.devices import DEVICES, relative_error
 from tnas.kernels.common import INTERPRET
 from tnas.kernels.int8_matmul import (
     DECODE_CONFIGS,
@@ -18,10 +19,6 @@ from tnas.kernels.int8_matmul import (
     quantize_int8,
 )
 
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1")),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
-]
 # bfloat16 only on CUDA: the interpreter's bfloat16 dot is wrong (the wrapper refuses it there)
 DTYPES = {
     "cpu": (torch.float32, torch.float16),
@@ -31,10 +28,6 @@ DTYPES = {
 TOLERANCE = {torch.float32: 2e-3, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 # (M, N, K): decode-sized M, odd M and N off the block sizes (masking), K over two K-tiles
 SHAPES = [(1, 64, 128), (5, 100, 96), (16, 130, 200), (17, 48, 64)]
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.float() - expected.float()).norm() / expected.float().norm()).item()
 
 
 def cases():

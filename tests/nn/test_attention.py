@@ -5,15 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.kernels.devices import DEVICES
 from tnas.kernels import dwconv
-from tnas.kernels.common import INTERPRET
 from tnas.nn.mixers import create_mixer
 from tnas.space import LayerConfig
 
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1")),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
-]
 D, T, B = 32, 11, 2
 
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.kernels.devices import DEVICES
 from tnas.kernels import activation as fused
-from tnas.kernels.common import INTERPRET
 from tnas.nn.ffn import FFN, FUSED_ACTIVATIONS
 
-DEVICES = [
-    pytest.param("cpu", marks=pytest.mark.skipif(not INTERPRET, reason="needs TRITON_INTERPRET=1")),
-    pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA")),
-]
 D, F = 16, 24
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from tests.kernels.devices import relative_error
 from tnas.kernels.common import INTERPRET
 from tnas.nn.mixers import MIXER_CLASSES
 from tnas.nn.model import build_model
@@ -35,10 +36,6 @@ def tiny_config(mixer: str = "attention", bits=(32,), activation: str = "gelu", 
     )
     options = dict(d_model=64, vocab_size=64, max_seq_len=32) | kw
     return ArchConfig(n_layers=len(layers), layers=layers, **options)
-
-
-def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
-    return ((actual.float() - expected).norm() / expected.norm()).item()
 
 
 CASES = [
