@@ -3,6 +3,10 @@
 Errors a user can cause (a broken YAML, an unknown mixer, a config that does not build) print
 one line, `error: ...`, on stderr and exit with code 2. Torch is imported only by the commands
 that build a network, so `tnas space ...` answers quickly.
+
+Study names and the paths tnas writes (`--out`, `--plot`) pass `tnas.safety`'s checks first,
+and no database password is printed: URLs are shown through `redact_url`. A crash prints its
+traceback without local variables, which could hold a password.
 """
 
 from __future__ import annotations
@@ -17,9 +21,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from tnas.safety import UnsafeInput, output_path, redact_url, safe_name
 from tnas.space import ArchConfig, ConfigError, DesignSpace, SpaceError, load_space, preset_names
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__.splitlines()[0])
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__.splitlines()[0],
+    pretty_exceptions_show_locals=False,  # locals may hold a storage URL with its password
+)
 space_app = typer.Typer(no_args_is_help=True, help="Validate, show and sample design spaces.")
 model_app = typer.Typer(no_args_is_help=True, help="Inspect the network a config builds.")
 app.add_typer(space_app, name="space")
@@ -36,6 +46,22 @@ USER_ERRORS = (SpaceError, ConfigError, FileNotFoundError, ValueError)
 def fail(message: str) -> typer.Exit:
     typer.echo(f"error: {message}", err=True)
     return typer.Exit(code=2)
+
+
+def study_arg(name: str) -> str:
+    """A study name from the command line, checked by `tnas.safety.safe_name`."""
+    try:
+        return safe_name(name)
+    except UnsafeInput as err:
+        raise fail(str(err)) from None
+
+
+def output_arg(path: str, what: str, inside: tuple[str, ...] = ()) -> Path:
+    """A path the command will write, checked by `tnas.safety.output_path` before any work."""
+    try:
+        return output_path(path, what, inside)
+    except UnsafeInput as err:
+        raise fail(str(err)) from None
 
 
 def open_space(spec: str) -> DesignSpace:
@@ -255,7 +281,8 @@ def profile_command(
     console.print(f"device: {json.dumps(fingerprint)}")
 
 
-STORAGE_HELP = "database URL or .db file (default: sqlite:///tnas.db)"
+STORAGE_HELP = "database URL or .db file (default: $TNAS_STORAGE, else sqlite:///tnas.db)"
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def open_db(storage: str | None):
@@ -343,6 +370,7 @@ def run_search(spec, resume: bool = False) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from tnas.search import run as runs
+    from tnas.search.db import StorageError
 
     try:
         if spec.supernet:
@@ -351,16 +379,16 @@ def run_search(spec, resume: bool = False) -> None:
         pool = runs.read_pool(spec.pool, space) if spec.pool else None
         start_evaluator, metric_names = build_evaluator(spec, space)
         constraints = runs.check_run(spec, space, metric_names)
-    except USER_ERRORS as err:
-        raise fail(str(err)) from None
+    except (*USER_ERRORS, OSError) as err:  # OSError: a pool or table that cannot be read
+        raise fail(" ".join(str(err).split())) from None
     db = open_db(spec.storage)
     try:
         study = runs.open_study(spec, db, space)
         if resume:
             orphans = runs.requeue_orphans(study, space)
             console.print(f"resuming {spec.study_name}: {orphans} orphaned trial(s) re-queued")
-    except runs.RunError as err:
-        raise fail(str(err)) from None
+    except (runs.RunError, StorageError) as err:
+        raise fail(redact_url(str(err))) from None
     evaluator = start_evaluator()
     columns = (
         TextColumn("[bold]{task.description}"),
@@ -384,6 +412,8 @@ def run_search(spec, resume: bool = False) -> None:
         driver = runs.make_driver(spec, study, space, evaluator, db, constraints, pool, update)
         try:
             progress = driver.run()
+        except StorageError as err:  # every earlier write is kept: `tnas search resume` goes on
+            raise fail(redact_url(str(err))) from None
         finally:
             evaluator.close()
     if progress.stopped == "interrupted":
@@ -456,14 +486,17 @@ def search_resume(
     storage: str = typer.Option(None, help=STORAGE_HELP),
 ):
     """Continue a study whose driver died; orphaned trials are failed and re-queued."""
-    from tnas.search.run import RunSpec
+    from tnas.search.run import RunError, RunSpec
 
+    study = study_arg(study)
     db = open_db(storage)
     try:
-        stored = load_study_attrs(db, study)
-    except LookupError as err:
+        run = load_study_attrs(db, study).get("run")
+        if not isinstance(run, dict):
+            raise LookupError(f"study {study!r} has no stored run settings")
+        spec = RunSpec.build(run | {"storage": db.url, "study": study})
+    except (LookupError, RunError) as err:
         raise fail(str(err)) from None
-    spec = RunSpec.build(stored["run"] | {"storage": db.url, "study": study})
     run_search(spec, resume=True)
 
 
@@ -475,9 +508,9 @@ def load_study_attrs(db, name: str) -> dict:
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(db.optuna_storage())]
         raise LookupError(
-            f"no study {name!r} in {db.url}; studies: {', '.join(names) or 'none'}"
+            f"no study {name!r} in {redact_url(db.url)}; studies: {', '.join(names) or 'none'}"
         ) from None
-    if "tnas" not in study.user_attrs:
+    if not isinstance(study.user_attrs.get("tnas"), dict):
         raise LookupError(f"study {name!r} was not made by tnas search")
     return study.user_attrs["tnas"]
 
@@ -538,6 +571,7 @@ def trials_command(
     """List a study's trials."""
     from tnas.search.query import list_trials
 
+    study = study_arg(study)
     try:
         rows = list_trials(open_db(storage), study, states=state or None)
     except LookupError as err:
@@ -556,6 +590,9 @@ def pareto_command(
     """Show the latest Pareto front of a study (from its stored snapshot)."""
     from tnas.search.query import front_history, pareto_rows
 
+    study = [study_arg(name) for name in study]
+    if plot:
+        output_arg(plot, "--plot")
     db = open_db(storage)
     try:
         if plot:
@@ -574,16 +611,25 @@ def pareto_command(
 @app.command("dashboard")
 def dashboard_command(
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    port: int = typer.Option(8080, help="port on 127.0.0.1"),
+    host: str = typer.Option(
+        "127.0.0.1", help="address to listen on; 0.0.0.0 opens it to every network"
+    ),
+    port: int = typer.Option(8080, help="port to listen on"),
 ):
-    """Start optuna-dashboard on 127.0.0.1 over the study database."""
+    """Start optuna-dashboard over the study database, on 127.0.0.1 unless --host says
+    otherwise."""
     import os
 
     from tnas.search.query import dashboard_command as argv_for
 
     db = open_db(storage)
-    argv = argv_for(db.url, port=port)
-    console.print(f"optuna-dashboard on http://127.0.0.1:{port} ({db.url})")
+    try:
+        argv = argv_for(db.url, host=host, port=port)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    console.print(f"optuna-dashboard on http://{host}:{port} ({redact_url(db.url)})")
+    if host not in LOOPBACK_HOSTS:
+        console.print(f"note: {host} is reachable from other machines; the dashboard has no login")
     os.execvp(argv[0], argv)
 
 
@@ -601,6 +647,7 @@ def predictors_calibrate(
     from tnas.nn.quant import UnsupportedQuantization
     from tnas.workers.calibrate import calibrate
 
+    output_arg(out, "--out")
     loaded = open_space(space)
     try:
         table = calibrate(loaded, device=device, budget=budget, batch=batch, seq_len=seq, seed=seed)
@@ -622,6 +669,7 @@ def predictors_report(
     """Predictor quality per round: Kendall tau, Spearman and MAPE on held-out trials."""
     from tnas.search.query import predictor_report
 
+    study = study_arg(study)
     try:
         rows = predictor_report(open_db(storage), study)
     except LookupError as err:
@@ -646,7 +694,7 @@ def study_submodel(storage: str | None, name: str, number: int) -> tuple[str, Ar
         run = load_study_attrs(db, name).get("run", {})
     except LookupError as err:
         raise fail(str(err)) from None
-    if not run.get("supernet"):
+    if not isinstance(run, dict) or not isinstance(run.get("supernet"), str):
         raise fail(
             f"study {name!r} was not searched with --supernet; "
             "use tnas extract --supernet CKPT --config SUB.json"
@@ -694,10 +742,12 @@ def supernet_train(
     """Train a supernet jointly (MatFormer); `tnas extract` then cuts submodels out of it."""
     import torch
 
-    from tnas.elastic.train import run_training, train_supernet_on_ray
+    from tnas.elastic.train import run_training, train_supernet_on_ray, training_state_path
     from tnas.nn.checkpoint import CheckpointError
     from tnas.workers.train import Budget, TrialFailed
 
+    output_arg(out, "--out")
+    output_arg(str(training_state_path(out)), "--out's training state")
     try:
         budget = Budget(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
         every = checkpoint_every or None
@@ -738,8 +788,9 @@ def extract_command(
     `--supernet CKPT --config SUB.json`, or `--study NAME --trial N` for a trial of a
     Mix'n'Match search (its config, its study's supernet)."""
     from tnas.elastic import Submodel, extract, load_supernet
-    from tnas.nn.checkpoint import save_model
+    from tnas.nn.checkpoint import CONFIG_FILE, MODEL_FILE, save_model
 
+    output_arg(out, "--out", inside=(MODEL_FILE, CONFIG_FILE))
     by_file = supernet is not None or config is not None
     by_study = study is not None or trial is not None
     if by_file == by_study:
@@ -750,7 +801,7 @@ def extract_command(
         raise fail("--study and --trial go together")
     provenance = {}
     if by_study:
-        supernet, sub_config = study_submodel(storage, study, trial)
+        supernet, sub_config = study_submodel(storage, study_arg(study), trial)
         kept = None
         provenance = {"study": study, "trial": str(trial)}
     else:

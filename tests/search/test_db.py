@@ -464,3 +464,13 @@ def test_four_processes_open_a_new_postgres_database_at_once(postgres_cluster):
     run_processes(open_database, 4, url)
     with Database(url) as db:
         assert version_rows(db, "tnas_alembic_version") == [OUR_HEAD]
+
+
+def test_storage_defaults_to_the_tnas_storage_variable(tmp_path, monkeypatch):
+    from tnas.search.db.session import DEFAULT_URL, resolve_url
+
+    monkeypatch.delenv("TNAS_STORAGE", raising=False)
+    assert resolve_url(None) == DEFAULT_URL
+    monkeypatch.setenv("TNAS_STORAGE", str(tmp_path / "team.db"))
+    assert resolve_url(None) == f"sqlite:///{tmp_path / 'team.db'}"
+    assert resolve_url("other.db") == "sqlite:///other.db"  # a given --storage wins

@@ -38,6 +38,7 @@ from tnas.elastic.submodel import NESTED_HEAD_MIXERS, Submodel, head_size
 from tnas.elastic.supernet import Supernet
 from tnas.nn.checkpoint import (
     CheckpointError,
+    check_size,
     json_header,
     load_tensors,
     read_safetensors,
@@ -143,6 +144,7 @@ def load_supernet(path: str | Path, config: ArchConfig | None = None) -> Superne
         raise CheckpointError(
             f"{source}: holds supernet {saved.short_hash}, not the expected {config.short_hash}"
         )
+    check_size(saved, tensors, source)
     supernet = Supernet(saved, space=header.get("space", ""), step=header.get("step", 0))
     load_tensors(supernet, tensors, source)
     return supernet

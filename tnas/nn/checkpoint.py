@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,13 +28,16 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tnas.nn.model import TnasModel, build_model
-from tnas.space.config import ArchConfig, ConfigError
+from tnas.space.catalog import OneLineError
+from tnas.space.config import ArchConfig, ConfigError, count_params
 
 MODEL_FILE = "model.safetensors"
+# A header may ask for at most SIZE_SLACK times the numbers its file holds, plus this many.
+SIZE_SLACK, SIZE_ALLOWANCE = 4, 2**20
 CONFIG_FILE = "config.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(OneLineError):
     """A checkpoint that is missing, corrupt or does not match its config; one line."""
 
 
@@ -66,14 +70,35 @@ def json_header(metadata: Mapping[str, str], key: str, source: str, what: str) -
     return header
 
 
+def partial_file(path: Path) -> Path:
+    """A new, empty file beside `path`, created exclusively under a random name (so a link
+    planted at a predictable name is never written through); renamed over `path` when done."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix=f"{path.name}.", suffix=".partial", dir=path.parent)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.fchmod(handle, 0o666 & ~umask)  # mkstemp makes it 0600; give it what open() would
+    os.close(handle)
+    return Path(name)
+
+
+def replace_atomically(write, path: Path) -> None:
+    """`write(partial)` into a fresh file beside `path`, then rename it over `path`: a crash
+    leaves the previous file, and a symbolic link at `path` is replaced, not followed."""
+    partial = partial_file(path)
+    try:
+        write(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
 def write_tensors(tensors: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str]) -> None:
     """Named tensors and a string header in one safetensors file, written atomically (a crash
     leaves the previous file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
     contiguous = {name: tensor.detach().contiguous() for name, tensor in tensors.items()}
-    save_file(contiguous, partial, metadata={"format": "pt", **metadata})
-    os.replace(partial, path)
+    header = {"format": "pt", **metadata}
+    replace_atomically(lambda partial: save_file(contiguous, partial, metadata=header), Path(path))
 
 
 def write_safetensors(module: nn.Module, path: Path, metadata: Mapping[str, str]) -> None:
@@ -123,6 +148,19 @@ def load_tensors(module: nn.Module, tensors: Mapping[str, Tensor], source: str) 
             target.copy_(tensors[name])
 
 
+def check_size(config: ArchConfig, tensors: Mapping[str, Tensor], source: str) -> None:
+    """Refuse, before a network is built, a config far larger than the numbers the file holds,
+    so a header cannot make tnas allocate a model its file does not hold. A smaller shortfall
+    is left to `load_tensors`, which names the missing or misshapen tensor."""
+    needed = count_params(config)
+    held = sum(tensor.numel() for tensor in tensors.values())
+    if needed > SIZE_SLACK * held + SIZE_ALLOWANCE:
+        raise CheckpointError(
+            f"{source}: config {config.short_hash} has {needed:,} parameters but the file "
+            f"holds {held:,} numbers"
+        )
+
+
 def parse_config(text: str, source: str) -> ArchConfig:
     try:
         return ArchConfig.from_json(text)
@@ -141,7 +179,8 @@ def save_model(model: TnasModel, directory: str | Path, **provenance: str) -> No
     metadata = {"tnas.kind": "model", "tnas.config_hash": config.hash}
     metadata |= {f"tnas.{key}": str(value) for key, value in provenance.items()}
     write_safetensors(model, directory / MODEL_FILE, metadata)
-    (directory / CONFIG_FILE).write_text(config.to_json() + "\n")
+    text = config.to_json() + "\n"
+    replace_atomically(lambda partial: partial.write_text(text), directory / CONFIG_FILE)
 
 
 def load_model(directory: str | Path) -> TnasModel:
@@ -161,6 +200,7 @@ def load_model(directory: str | Path) -> TnasModel:
             f"{source}: weights were saved for config {metadata.get('tnas.config_hash', '?')[:12]}"
             f", but config.json is {config.short_hash}"
         )
+    check_size(config, tensors, source)
     model = build_model(config)
     load_tensors(model, tensors, source)
     return model.eval()

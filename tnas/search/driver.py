@@ -6,6 +6,11 @@ and marked `duplicate_of`. Constraints over derived quantities (`params <= 2e6`)
 before anything is trained: an infeasible suggestion is told failed (`infeasible`) and does not
 count against the budget; every trial also hands its constraint values to the sampler through
 `Trial.set_constraint`. Each time the front changes, a snapshot is stored.
+
+The database calls ride out a PostgreSQL restart (the `Database` retries them); a database
+that stays unusable (gone past the retry time, a read-only or full SQLite file) ends the run
+with a one-line `StorageError`, leaving the study as the last successful write left it, so
+`tnas search resume` continues it once the database is back.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tnas.search.db import StorageError
 from tnas.search.evaluator import Evaluator
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
 from tnas.space import ArchConfig, DesignSpace
@@ -219,6 +225,8 @@ class SearchDriver:
         metrics = report.get("metrics") or {}
         for name in ("metrics", "curve", "fingerprint", "timings", "attempts", "reason", "error"):
             trial.set_user_attr(name, report.get(name))
+        if report.get("node_ip"):
+            trial.set_user_attr("node_ip", report["node_ip"])
         values = [metrics.get(o.name) for o in self.objectives]
         usable = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
         if report["status"] == "ok" and not usable:
@@ -278,11 +286,13 @@ class SearchDriver:
         Ctrl-C (SIGINT) stops cleanly: the signal only sets a flag, checked between Optuna
         calls, so no trial is left half-written; in-flight trials are marked failed
         (`interrupted`), `progress.stopped` says "interrupted", and the study can be resumed.
+        A `StorageError` is raised as it is, with no last write attempted.
         """
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, lambda *_: self.interrupted.set())
+        storage_failed = False
         try:
             self.snapshot()
             while not self.interrupted.is_set():
@@ -301,12 +311,16 @@ class SearchDriver:
             if self.interrupted.is_set():
                 self.fail_in_flight("interrupted")
                 self.progress.stopped = "interrupted"
+        except StorageError:
+            storage_failed = True  # the database is unusable: another write would fail too
+            raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-            self.snapshot()
-            if self.on_update:
-                self.on_update(self.progress)
+            if not storage_failed:
+                self.snapshot()
+                if self.on_update:
+                    self.on_update(self.progress)
         if not self.progress.stopped:
             self.progress.stopped = f"{self.progress.finished} trials evaluated"
         return self.progress

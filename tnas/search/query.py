@@ -238,10 +238,11 @@ def write_rows(rows: Iterable[Mapping[str, Any]], fmt: str, stream: TextIO) -> N
 
 
 def dashboard_command(url: str, host: str = "127.0.0.1", port: int = 8080) -> list[str]:
-    """The argv that starts optuna-dashboard on the storage at `url`, bound to `host`:`port`.
+    """The argv that starts optuna-dashboard on the storage at `url`, bound to `host`:`port`,
+    loopback by default: the dashboard has no login, so only this machine should reach it.
 
     `url` is anything `--storage` accepts (a .db path, sqlite:///, postgresql://); the argv
-    holds the resolved URL, password included, so print it only through `mask_password`. The
+    holds the resolved URL, password included, so print it only through `redact_url`. The
     program is the optuna-dashboard beside this Python if there is one, else the first on PATH,
     else the bare name (executing it then fails with FileNotFoundError).
 
@@ -252,6 +253,8 @@ def dashboard_command(url: str, host: str = "127.0.0.1", port: int = 8080) -> li
 
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
         raise ValueError(f"port must be an integer from 1 to 65535, got {port!r}")
+    if not isinstance(host, str) or not host or host.startswith("-") or len(host.split()) != 1:
+        raise ValueError(f"host must be an address or a host name, got {host!r}")
     program = "optuna-dashboard"
     beside_python = Path(sys.executable).with_name(program)
     found = str(beside_python) if beside_python.is_file() else shutil.which(program)
@@ -287,10 +290,10 @@ def _study_id(db: Database, study_name: str) -> int:
         return storage.get_study_id_from_name(study_name)
     except KeyError:
         pass
-    from tnas.search.db.session import mask_password
+    from tnas.safety import redact_url
 
     names = [study.study_name for study in storage.get_all_studies()]
-    where = mask_password(db.url)
+    where = redact_url(db.url)
     if not names:
         raise LookupError(f"unknown study {study_name!r}: no studies in {where}")
     raise LookupError(f"unknown study {study_name!r}; studies in {where}: {', '.join(names)}")

@@ -8,21 +8,26 @@ written, then the study created or resumed and the driver started.
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
+from tnas.safety import UnsafeInput, redact_url, safe_name
 from tnas.search.driver import Objective, SearchDriver
 from tnas.search.samplers import SAMPLERS, create_sampler
-from tnas.space import ArchConfig, DesignSpace, load_space
-from tnas.space.catalog import unknown_name
+from tnas.space import ArchConfig, DesignSpace, SpaceError, load_space
+from tnas.space.catalog import OneLineError, shown, unknown_name
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
+from tnas.space.yamlio import compose, read_document
 
 FEASIBILITY_SAMPLES = 2000
+MAX_INT = 2**31 - 1  # the largest count, seed or size a run setting takes
+MAX_WORKERS = 1024
 
 
-class RunError(ValueError):
+class RunError(OneLineError):
     """A run that cannot start; one line, naming the problem."""
 
 
@@ -62,18 +67,55 @@ class RunSpec(BaseModel):
             raise ValueError(unknown_name("sampler", name, SAMPLERS))
         return name
 
-    @field_validator("trials", "steps", "batch_size", "profile_batch", "profile_repeats")
+    @field_validator(
+        "trials", "steps", "batch_size", "profile_batch", "profile_seq_len", "profile_repeats"
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
-        if value < 1:
-            raise ValueError(f"must be >= 1, got {value}")
+        return _in_range(value, 1, MAX_INT)
+
+    @field_validator("seed")
+    @classmethod
+    def _seed(cls, value: int) -> int:
+        return _in_range(value, 0, MAX_INT)
+
+    @field_validator("workers")
+    @classmethod
+    def _workers(cls, value: int) -> int:
+        return _in_range(value, 0, MAX_WORKERS)
+
+    @field_validator("population_size")
+    @classmethod
+    def _population(cls, value: int) -> int:
+        return _in_range(value, 2, MAX_INT)
+
+    @field_validator("lr", "timeout", "trial_timeout")
+    @classmethod
+    def _positive_seconds(cls, value: float | None) -> float | None:
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"must be a finite number > 0, got {shown(value)}")
         return value
+
+    @field_validator("study")
+    @classmethod
+    def _safe_study(cls, name: str | None) -> str | None:
+        if name is not None:
+            try:
+                safe_name(name)
+            except UnsafeInput as err:
+                raise ValueError(str(err).removeprefix("study name ")) from None
+        return name
 
     @property
     def study_name(self) -> str:
+        """`study`, else `SPACE-TASK-SAMPLER-sSEED`, with characters a study name may not hold
+        (see `tnas.safety.safe_name`) replaced by `-`."""
+        if self.study:
+            return self.study
         space = Path(self.space).stem if self.space.endswith((".yaml", ".yml")) else self.space
         task = self.task.split(",")[0].split(":")[-1]
-        return self.study or f"{space}-{task}-{self.sampler}-s{self.seed}"
+        derived = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{space}-{task}-{self.sampler}-s{self.seed}")
+        return derived.lstrip("._-")[:128] or "study"
 
     @property
     def parsed_objectives(self) -> list[Objective]:
@@ -81,26 +123,65 @@ class RunSpec(BaseModel):
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> RunSpec:
+        """The settings of a YAML run file, `overrides` (those not None) on top. Every problem
+        is one `RunError` line, `file:line: ` first where a line is known."""
         try:
-            data = yaml.safe_load(Path(path).read_text()) or {}
-        except FileNotFoundError:
-            raise RunError(f"{path}: no such run file") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f"{path}:{mark.line + 1}" if mark else str(path)
-            raise RunError(f"{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+            text = read_document(path, "run file")
+            data, where = compose(text, str(path))  # the space loader's YAML: lines, limits
+        except SpaceError as err:
+            raise RunError(str(err)) from None
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise RunError(f"{path}: a run file must be a mapping of settings")
-        return cls.build(data | {k: v for k, v in overrides.items() if v is not None})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls.build(data | overrides)
+        except RunError as err:
+            key = getattr(err, "setting", None)
+            if key in overrides:  # a command-line option: the file is not at fault
+                raise
+            line = where.line((key,), key=True) if key in data else None
+            raise RunError(f"{path}:{line}: {err}" if line else f"{path}: {err}") from None
 
     @classmethod
     def build(cls, data: dict) -> RunSpec:
+        """Settings from a dict; an unknown or bad setting is one `RunError` line naming it."""
+        for key in data:
+            if not isinstance(key, str):
+                raise RunError(f"run setting {shown(key)}: a setting's name must be a string")
+            if key not in cls.model_fields:
+                valid = ", ".join(cls.model_fields)
+                raise _setting_error(key, f"unknown run setting {shown(key)}; valid: {valid}")
         try:
             return cls(**data)
         except ValidationError as err:
             first = err.errors()[0]
             where = ".".join(str(part) for part in first["loc"])
-            raise RunError(f"run setting {where}: {first['msg']}") from None
+            message = first["msg"].removeprefix("Value error, ")
+            if first["type"] != "value_error":
+                message += f", got {shown(first['input'])}"
+            key = first["loc"][0] if first["loc"] else None
+            raise _setting_error(key, f"run setting {where}: {message}") from None
+
+    def stored(self) -> dict:
+        """The settings as stored with the study: passwords in URLs replaced by `***`."""
+        data = self.model_dump()
+        data["storage"] = redact_url(data["storage"])
+        data["ray_address"] = redact_url(data["ray_address"])
+        return data
+
+
+def _in_range(value: int, least: int, most: int) -> int:
+    if not least <= value <= most:
+        raise ValueError(f"must be from {least} to {most}, got {shown(value)}")
+    return value
+
+
+def _setting_error(key, message: str) -> RunError:
+    error = RunError(message)
+    error.setting = key
+    return error
 
 
 def check_run(spec: RunSpec, space: DesignSpace, metric_names: set[str]) -> list[Constraint]:
@@ -156,6 +237,9 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
         lines = Path(path).read_text().splitlines()
     except FileNotFoundError:
         raise RunError(f"{path}: no such pool file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        problem = " ".join(str(getattr(err, "strerror", None) or err).split())
+        raise RunError(f"{path}: cannot read the pool file: {problem}") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -202,7 +286,7 @@ def open_study(spec: RunSpec, db, space: DesignSpace | None = None, load_only: b
                 "space": spec.space,
                 "task": spec.task,
                 "sampler": spec.sampler,
-                "run": spec.model_dump(),
+                "run": spec.stored(),
             },
         )
     elif stored["objectives"] != wanted:

@@ -27,15 +27,23 @@ from tnas.space.catalog import (
     MIXERS,
     NORMS,
     ZERO_MEANS_DEFAULT,
+    OneLineError,
     ffn_params,
     mixer_params,
     norm_params,
+    shown,
     unknown_name,
 )
 
+MAX_LAYERS = 256  # deeper than any model tnas builds; bounds the work a config can ask for
 
-class ConfigError(ValueError):
+
+class ConfigError(OneLineError):
     """A config that no network can be built from; the message is one line."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass(frozen=True)
@@ -59,30 +67,36 @@ class LayerConfig:
     head_dim: int = 0  # attention, MDHA: size of each head; 0: d_model // n_heads
 
     def __post_init__(self):
-        if self.mixer not in MIXERS:
+        if not isinstance(self.mixer, str) or self.mixer not in MIXERS:
             raise ConfigError(unknown_name("mixer", self.mixer, MIXERS))
-        if self.activation not in ACTIVATIONS:
+        if not isinstance(self.activation, str) or self.activation not in ACTIVATIONS:
             raise ConfigError(unknown_name("activation", self.activation, ACTIVATIONS))
-        if self.bits not in BITS:
+        if not _is_int(self.bits) or self.bits not in BITS:
             raise ConfigError(unknown_name("bits", self.bits, BITS))
         uses = MIXERS[self.mixer].uses
         for name in MIXER_OPTIONS:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise ConfigError(f"{name} must be an integer, got {value!r}")
+            if not _is_int(value):
+                raise ConfigError(f"{name} must be an integer, got {shown(value)}")
             least = 0 if name in ZERO_MEANS_DEFAULT else 1
             if name not in uses:
                 object.__setattr__(self, name, 0)
             elif value < least:
                 raise ConfigError(
-                    f"{name} must be >= {least} for mixer {self.mixer!r}, got {value}"
+                    f"{name} must be >= {least} for mixer {self.mixer!r}, got {shown(value)}"
                 )
-        if not isinstance(self.ffn_dim, int) or self.ffn_dim < 1:
-            raise ConfigError(f"ffn_dim must be a positive integer, got {self.ffn_dim!r}")
+        if not _is_int(self.ffn_dim) or self.ffn_dim < 1:
+            raise ConfigError(f"ffn_dim must be a positive integer, got {shown(self.ffn_dim)}")
 
     @property
     def uses_heads(self) -> bool:
         return "n_heads" in MIXERS[self.mixer].uses
+
+
+def _layer_fields(layer) -> dict:
+    if not isinstance(layer, dict) or not all(isinstance(key, str) for key in layer):
+        raise ConfigError(f"a layer must be an object of fields, got {type(layer).__name__}")
+    return layer
 
 
 @dataclass(frozen=True)
@@ -104,15 +118,25 @@ class ArchConfig:
     layers: tuple[LayerConfig, ...] = field(default=())
 
     def __post_init__(self):
+        for name in ("d_model", "n_layers", "vocab_size", "max_seq_len"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {shown(value)}")
+        if not _is_int(self.n_classes) or self.n_classes < 0:
+            raise ConfigError(f"n_classes must be an integer >= 0, got {shown(self.n_classes)}")
+        if not isinstance(self.tie_embeddings, bool):
+            raise ConfigError(
+                f"tie_embeddings must be true or false, got {shown(self.tie_embeddings)}"
+            )
+        if self.n_layers > MAX_LAYERS:
+            raise ConfigError(f"n_layers must be at most {MAX_LAYERS}, got {self.n_layers}")
+        if not isinstance(self.layers, list | tuple):
+            raise ConfigError(f"layers must be a list, got {type(self.layers).__name__}")
         layers = tuple(
-            layer if isinstance(layer, LayerConfig) else LayerConfig(**layer)
+            layer if isinstance(layer, LayerConfig) else LayerConfig(**_layer_fields(layer))
             for layer in self.layers
         ) or tuple(LayerConfig() for _ in range(self.n_layers))
         object.__setattr__(self, "layers", layers)
-        for name in ("d_model", "n_layers", "vocab_size", "max_seq_len"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if len(layers) != self.n_layers:
             raise ConfigError(f"n_layers is {self.n_layers} but {len(layers)} layers are given")
         if self.norm not in NORMS:
@@ -157,13 +181,20 @@ class ArchConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ArchConfig:
+        if not isinstance(data, dict):
+            raise ConfigError(f"a config must be an object of fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(map(str, set(data) - known))
         if unknown:
             raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
+        layers = data.get("layers", ())
+        if not isinstance(layers, list | tuple):
+            raise ConfigError(f"layers must be a list, got {type(layers).__name__}")
         layer_fields = {f.name for f in fields(LayerConfig)}
-        for i, layer in enumerate(data.get("layers", ())):
-            extra = sorted(set(layer) - layer_fields)
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, dict):
+                raise ConfigError(f"layer{i}: must be an object of fields")
+            extra = sorted(map(str, set(layer) - layer_fields))
             if extra:
                 raise ConfigError(f"layer{i}: unknown field(s): {', '.join(extra)}")
         return cls(**data)

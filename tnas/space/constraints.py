@@ -19,6 +19,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from tnas.space.catalog import OneLineError, shown
 from tnas.space.config import DERIVED_NAMES
 
 _BINARY: dict[type, Callable[[float, float], float]] = {
@@ -39,11 +40,13 @@ _COMPARE: dict[type, Callable[[float, float], bool]] = {
     ast.NotEq: operator.ne,
 }
 _FUNCTIONS: dict[str, Callable[..., float]] = {"min": min, "max": max, "abs": abs}
+MAX_LENGTH = 1000  # characters of one constraint
+MAX_DEPTH = 50  # levels of nesting of one constraint's expression
 # Returned for a violated constraint whose natural value would not be positive (`a < b`, a == b).
 _VIOLATED = 1e-9
 
 
-class ConstraintSyntaxError(ValueError):
+class ConstraintSyntaxError(OneLineError):
     """The expression is not an allowed constraint; the message is one line."""
 
 
@@ -58,13 +61,24 @@ class Constraint:
     def parse(cls, text: str) -> Constraint:
         """Parse and check `text`; raises `ConstraintSyntaxError` naming the problem."""
         if not isinstance(text, str):
-            raise ConstraintSyntaxError(f"a constraint must be a string, got {text!r}")
+            raise ConstraintSyntaxError(f"a constraint must be a string, got {shown(text)}")
+        if len(text) > MAX_LENGTH:
+            raise ConstraintSyntaxError(
+                f"constraint {shown(text)} has {len(text)} characters; at most {MAX_LENGTH}"
+            )
         try:
             tree = ast.parse(text.strip(), mode="eval").body
-        except SyntaxError as err:
+        except (SyntaxError, ValueError) as err:  # ValueError: a null byte
+            problem = err.msg if isinstance(err, SyntaxError) else str(err)
             raise ConstraintSyntaxError(
-                f"constraint {text!r} is not a valid expression ({err.msg})"
+                f"constraint {text!r} is not a valid expression ({problem})"
             ) from None
+        except (RecursionError, MemoryError):
+            raise ConstraintSyntaxError(f"constraint {text!r} is nested too deeply") from None
+        if _depth(tree) > MAX_DEPTH:
+            raise ConstraintSyntaxError(
+                f"constraint {text!r} is nested more than {MAX_DEPTH} levels deep"
+            )
         if _check(tree, text) != "bool":
             raise ConstraintSyntaxError(
                 f"constraint {text!r} is not a comparison (write e.g. 'params <= 20e6')"
@@ -88,6 +102,16 @@ class Constraint:
             return float(_violation(self.tree, quantities))
         except (ZeroDivisionError, OverflowError, ValueError, TypeError):
             return math.inf
+
+
+def _depth(tree: ast.expr) -> int:
+    """How deep the expression nests (without recursion, so any tree can be measured)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
 
 
 def _check(node: ast.expr, text: str) -> str:

@@ -34,7 +34,7 @@ from tnas.space.catalog import (
     NORMS,
     unknown_name,
 )
-from tnas.space.config import ArchConfig, ConfigError, LayerConfig
+from tnas.space.config import MAX_LAYERS, ArchConfig, ConfigError, LayerConfig
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
 from tnas.space.yamlio import (
     ChoicesSpec,
@@ -43,6 +43,8 @@ from tnas.space.yamlio import (
     SpaceError,
     SpaceFile,
     compose,
+    read_document,
+    shown,
     validate,
 )
 
@@ -72,6 +74,10 @@ _GLOBAL_DEFAULTS = {f.name: f.default for f in fields(ArchConfig)}
 _LAYER_DEFAULTS = {f.name: f.default for f in fields(LayerConfig)}
 SAMPLE_TRIES = 1000
 FEASIBILITY_SAMPLES = 2000
+MAX_VALUE = 2**31 - 1  # the largest integer a knob takes
+# d_model and n_heads are enumerated together (which head counts divide which widths), so each
+# takes at most this many values; other ranges may be as long as MAX_VALUE allows.
+MAX_ENUMERATED = 1024
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -206,8 +212,11 @@ def _value_problem(knob: str, value: Any) -> str | None:
     if knob == "tie_embeddings":
         return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
     least = 0 if knob in ("n_classes", "head_dim") else 1
+    most = MAX_LAYERS if knob == "n_layers" else MAX_VALUE
     if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        return f"must be an integer >= {least}, got {value!r}"
+        return f"must be an integer >= {least}, got {shown(value)}"
+    if value > most:
+        return f"must be an integer <= {most}, got {shown(value)}"
     return None
 
 
@@ -219,6 +228,8 @@ def _parse_domain(knob: str, spec: Any, path: tuple, where: Locator) -> Domain:
         if problem:
             raise where.error(path, problem)
         return Fixed(spec)
+    if not all(isinstance(key, str) for key in spec):
+        raise where.error(path, "a knob's fields are choices, or low, high, step and log")
     if "choices" in spec:
         parsed = validate(ChoicesSpec, spec, path, where)
         for i, value in enumerate(parsed.choices):
@@ -230,11 +241,17 @@ def _parse_domain(knob: str, spec: Any, path: tuple, where: Locator) -> Domain:
     domain = IntRange(parsed.low, parsed.high, parsed.step, parsed.log)
     if knob in _NAMED and knob != "bits" or knob == "tie_embeddings":
         raise where.error(path, f"{knob} takes {{choices: [...]}}, not a range")
-    checked = domain.values if knob == "bits" else (domain.low,)
+    checked = domain.values if knob == "bits" else (domain.low, domain.high)
     for value in checked:
         problem = _value_problem(knob, value)
         if problem:
             raise where.error(path, problem)
+    if knob in ("d_model", "n_heads") and len(domain.values) > MAX_ENUMERATED:
+        raise where.error(
+            path,
+            f"{knob} takes at most {MAX_ENUMERATED} values, this range has "
+            f"{len(domain.values)}; use a larger step",
+        )
     return domain
 
 
@@ -283,6 +300,7 @@ class DesignSpace:
         self._rules = tuple(constraints)
         self.constraints = tuple(rule.text for rule in self._rules)
         self.max_depth = max(self._globals["n_layers"].values)
+        self._heads: dict[int, list[int]] = {}  # valid n_heads by d_model, filled when asked
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> DesignSpace:
@@ -295,13 +313,7 @@ class DesignSpace:
         2
         >>> os.unlink(f.name)
         """
-        try:
-            text = Path(path).read_text()
-        except FileNotFoundError:
-            raise SpaceError(f"{path}: no such file") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as err:
-            raise SpaceError(f"{path}: cannot read: {err}") from None
-        return cls._from_text(text, str(path))
+        return cls._from_text(read_document(path), str(path))
 
     @classmethod
     def from_dict(cls, data: Mapping, source: str = "<dict>") -> DesignSpace:
@@ -390,7 +402,11 @@ class DesignSpace:
 
     def _check_satisfiable(self, where: Locator) -> None:
         rng = np.random.default_rng(0)
-        quantities = [self._build({}, rng).derived() for _ in range(FEASIBILITY_SAMPLES)]
+        quantities = []
+        for _ in range(FEASIBILITY_SAMPLES):  # stops at the first config meeting every rule
+            quantities.append(self._build({}, rng).derived())
+            if all(rule.holds(quantities[-1]) for rule in self._rules):
+                return
         for i, rule in enumerate(self._rules):
             hits = sum(rule.holds(q) for q in quantities)
             if hits == 0:
@@ -399,13 +415,12 @@ class DesignSpace:
                     f"constraints are unsatisfiable: 0 of {FEASIBILITY_SAMPLES} sampled configs "
                     f"satisfy {rule.text!r}",
                 )
-        if not any(all(rule.holds(q) for rule in self._rules) for q in quantities):
-            raise where.error(
-                ("constraints",),
-                f"constraints are unsatisfiable: 0 of {FEASIBILITY_SAMPLES} sampled configs "
-                f"satisfy all of {', '.join(map(repr, self.constraints))} together",
-                key=True,
-            )
+        raise where.error(
+            ("constraints",),
+            f"constraints are unsatisfiable: 0 of {FEASIBILITY_SAMPLES} sampled configs "
+            f"satisfy all of {', '.join(map(repr, self.constraints))} together",
+            key=True,
+        )
 
     def values(self, knob: str) -> Sequence:
         """The values a global or layer knob can take, in domain order (`n_heads`: those that
@@ -424,10 +439,14 @@ class DesignSpace:
         return self._layer[knob].values
 
     def _valid_heads(self, d_model: int) -> list[int]:
-        head_dim = self._layer["head_dim"]
-        if head_dim.fixed and head_dim.value:  # heads of a fixed size: any count is valid
-            return list(self._layer["n_heads"].values)
-        return [n for n in self._layer["n_heads"].values if d_model % n == 0]
+        if d_model not in self._heads:
+            head_dim = self._layer["head_dim"]
+            heads = self._layer["n_heads"].values
+            if head_dim.fixed and head_dim.value:  # heads of a fixed size: any count is valid
+                self._heads[d_model] = list(heads)
+            else:
+                self._heads[d_model] = [n for n in heads if d_model % n == 0]
+        return self._heads[d_model]
 
     def _searched_globals(self) -> list[str]:
         return [knob for knob in GLOBAL_KNOBS if not self._globals[knob].fixed]
@@ -681,19 +700,23 @@ class DesignSpace:
                 if _global_visible(knob, head):
                     factor *= len(self._globals[knob].values)
             heads += factor
-        total = 0
+        # A width matters only through how many head counts divide it: count each such
+        # number of valid heads once, weighted by the widths that have it.
+        widths: dict[int, int] = {}
         for d_model in self._globals["d_model"].values:
+            valid = len(self._valid_heads(d_model))
+            widths[valid] = widths.get(valid, 0) + 1
+        total = 0
+        for valid, n_widths in widths.items():
             for n_layers in self._globals["n_layers"].values:
-                total += self._count_layers(d_model, n_layers)
+                total += n_widths * self._count_layers(valid, n_layers)
         return total * other * heads
 
-    def _count_layers(self, d_model: int, n_layers: int) -> int:
+    def _count_layers(self, n_valid_heads: int, n_layers: int) -> int:
         def count(knob: str) -> int:
             if self._layer[knob].fixed:
                 return 1
-            return len(
-                self._valid_heads(d_model) if knob == "n_heads" else self._layer[knob].values
-            )
+            return n_valid_heads if knob == "n_heads" else len(self._layer[knob].values)
 
         shared = [k for k in self._searched_layer("shared") if k != "mixer"]
         shared_options = [k for k in shared if k in MIXER_OPTIONS]

@@ -13,6 +13,8 @@ where it is: `spaces/tiny.yaml:7: per_layer.mixer: unknown mixer 'foo'; valid: .
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import yaml
@@ -26,10 +28,16 @@ from pydantic import (
     model_validator,
 )
 
+from tnas.space.catalog import OneLineError, shown
+
 Path = tuple[str | int, ...]
+MAX_DEPTH = 32  # levels of nesting; a space file needs 5
+MAX_NODES = 100_000  # values in one document, each use of an alias counted
+MAX_CHOICES = 1024  # values of one {choices: [...]}
+MAX_FILE_BYTES = 1 << 20  # a space or run file is a few KiB
 
 
-class SpaceError(ValueError):
+class SpaceError(OneLineError):
     """A design space that cannot be used; the message is one line, `file:line: ` first."""
 
 
@@ -61,44 +69,106 @@ class Locator:
         return self.at(self.line(path, key), text)
 
     def at(self, line: int | None, message: str) -> SpaceError:
-        message = " ".join(str(message).split())  # always one line
         prefix = f"{self.source}:{line}: " if line is not None else f"{self.source}: "
         return SpaceError(prefix + message)
 
 
-def compose(text: str, source: str) -> tuple[Any, Locator]:
-    """Parse YAML `text` into plain data and a `Locator`; syntax errors become `SpaceError`."""
-    where = Locator(source)
-    loader = yaml.SafeLoader(text)
+def read_document(path: str | os.PathLike[str], what: str = "file") -> str:
+    """The UTF-8 text of the regular file at `path`, at most `MAX_FILE_BYTES`; any problem is a
+    one-line `SpaceError` (`what` names the file in it: "file", "run file")."""
     try:
+        with open(path, "rb") as handle:
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise SpaceError(f"{path}: cannot read the {what}: not a regular file")
+            data = handle.read(MAX_FILE_BYTES + 1)
+    except FileNotFoundError:
+        raise SpaceError(f"{path}: no such {what}") from None
+    except OSError as err:
+        raise SpaceError(f"{path}: cannot read the {what}: {err.strerror or err}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise SpaceError(f"{path}: cannot read the {what}: larger than {MAX_FILE_BYTES:,} bytes")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise SpaceError(f"{path}: cannot read the {what}: not UTF-8 at byte {err.start}") from None
+
+
+def compose(text: str, source: str) -> tuple[Any, Locator]:
+    """Parse YAML `text` into plain data and a `Locator`; every problem becomes `SpaceError`.
+
+    Beyond YAML's own errors, refused with one line: keys that are not strings or integers,
+    duplicate keys, nesting deeper than `MAX_DEPTH`, and more than `MAX_NODES` values counting
+    each use of an alias (so an alias bomb or an alias to itself is refused, not expanded).
+    """
+    where = Locator(source)
+    loader = None
+    try:
+        _check_depth(text, where)
+        loader = yaml.SafeLoader(text)
         node = loader.get_single_node()
-        data = _to_data(loader, node, (), where) if node is not None else None
+        data = _to_data(loader, node, (), where, [0]) if node is not None else None
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         line = mark.line + 1 if mark is not None else None
         raise where.at(line, f"not valid YAML: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
+    except yaml.YAMLError as err:  # a ReaderError: a character YAML does not allow
         raise where.at(None, f"not valid YAML: {err}") from None
+    except RecursionError:
+        raise where.at(None, f"not valid YAML: nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as err:
+        if isinstance(err, SpaceError):
+            raise
+        raise where.at(None, f"not valid YAML: {err}") from None  # e.g. an int of 5,000 digits
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return data, where
 
 
-def _to_data(loader: yaml.SafeLoader, node: yaml.Node, path: Path, where: Locator) -> Any:
-    where.value_lines[path] = node.start_mark.line + 1
+def _check_depth(text: str, where: Locator) -> None:
+    """Refuse nesting deeper than `MAX_DEPTH` from YAML's events, before the (recursive)
+    composer sees it."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.MappingStartEvent | yaml.SequenceStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise where.at(line, f"nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.MappingEndEvent | yaml.SequenceEndEvent):
+            depth -= 1
+
+
+def _to_data(
+    loader: yaml.SafeLoader, node: yaml.Node, path: Path, where: Locator, count: list[int]
+) -> Any:
+    line = node.start_mark.line + 1
+    count[0] += 1
+    if count[0] > MAX_NODES:
+        raise where.at(
+            line, f"more than {MAX_NODES} values (aliases count each time they are used)"
+        )
+    if len(path) > MAX_DEPTH:
+        raise where.at(line, f"nested more than {MAX_DEPTH} levels deep")
+    where.value_lines[path] = line
     if isinstance(node, yaml.MappingNode):
         out = {}
         for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise where.at(key_line, "unsupported key: a key must be a string or an integer")
             key = loader.construct_object(key_node, deep=True)
             if not isinstance(key, str | int) or isinstance(key, bool):
-                raise where.at(key_node.start_mark.line + 1, f"unsupported key {key!r}")
+                raise where.at(key_line, f"unsupported key {shown(key)}")
             if key in out:
-                raise where.at(key_node.start_mark.line + 1, f"duplicate key {key!r}")
-            where.key_lines[path + (key,)] = key_node.start_mark.line + 1
-            out[key] = _to_data(loader, value_node, path + (key,), where)
+                raise where.at(key_line, f"duplicate key {shown(key)}")
+            where.key_lines[path + (key,)] = key_line
+            out[key] = _to_data(loader, value_node, path + (key,), where, count)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_to_data(loader, item, path + (i,), where) for i, item in enumerate(node.value)]
+        return [
+            _to_data(loader, item, path + (i,), where, count) for i, item in enumerate(node.value)
+        ]
     return loader.construct_object(node, deep=True)
 
 
@@ -112,11 +182,14 @@ class ChoicesSpec(BaseModel):
     def _distinct(self):
         if not self.choices:
             raise ValueError("empty domain: no choices")
-        seen = []
+        if len(self.choices) > MAX_CHOICES:
+            raise ValueError(f"{len(self.choices)} choices; at most {MAX_CHOICES}")
+        seen = set()
         for value in self.choices:
-            if any(type(value) is type(other) and value == other for other in seen):
-                raise ValueError(f"duplicate choice {value!r}")
-            seen.append(value)
+            key = (type(value), value if isinstance(value, str | int | float) else repr(value))
+            if key in seen:
+                raise ValueError(f"duplicate choice {shown(value)}")
+            seen.add(key)
         return self
 
 
@@ -163,7 +236,7 @@ def validate(model: type[BaseModel], data: Any, path: Path, where: Locator) -> A
         if unknown:
             raise where.error(
                 path + (unknown[0],),
-                f"unknown section {unknown[0]!r}; valid: {', '.join(SECTIONS)}",
+                f"unknown section {shown(unknown[0])}; valid: {', '.join(SECTIONS)}",
                 key=True,
             )
     try:
@@ -176,13 +249,13 @@ def validate(model: type[BaseModel], data: Any, path: Path, where: Locator) -> A
         message = first["msg"].removeprefix("Value error, ")
         if first["type"] == "extra_forbidden":
             valid = ", ".join(model.model_fields)
-            message = f"unknown field {loc[-1]!r}; valid: {valid}"
+            message = f"unknown field {shown(loc[-1])}; valid: {valid}"
             return _raise(where.error(path + loc, message, key=True))
         if first["type"] == "missing":
-            message = f"missing required field {loc[-1]!r}"
+            message = f"missing required field {shown(loc[-1])}"
             return _raise(where.error(path, message))
         if loc and first["type"] not in ("value_error", "assertion_error"):
-            message = f"{message}, got {first['input']!r}"
+            message = f"{message}, got {shown(first['input'])}"
         return _raise(where.error(path + loc, message))
 
 

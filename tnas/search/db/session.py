@@ -5,6 +5,13 @@ A ``Database`` is one SQLite file or PostgreSQL database holding Optuna's tables
 each time a ``Database`` is opened. Optuna and Alembic are imported only when first needed, so
 importing this module stays cheap.
 
+Once open, a PostgreSQL database that goes away (a restart, a network cut) is waited for: every
+Optuna call and every one of our transactions is retried with exponential backoff for up to
+``retry_s`` seconds (``RETRY_S``), then fails with a one-line ``StorageError``. Any other
+database error (a read-only or full SQLite file, say) fails at once, as a one-line
+``StorageError`` naming the database; SQLite's journal leaves the file as it was before the
+failed transaction.
+
 >>> import os, tempfile
 >>> folder = tempfile.TemporaryDirectory()
 >>> db = Database(os.path.join(folder.name, "search.db"))
@@ -26,19 +33,30 @@ importing this module stays cheap.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from sqlalchemy import create_engine, delete, event, func, select
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    InterfaceError,
+    OperationalError,
+    PendingRollbackError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from tnas.safety import redact_url
 from tnas.search.db.models import FrontMember, FrontSnapshot, PredictorRound
 
 if TYPE_CHECKING:
@@ -58,28 +76,29 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 MIGRATION_LOCK_KEY = 0x746E6173
 # Stored as "min"/"max", as tnas writes objectives everywhere; Optuna's words are accepted too.
 DIRECTIONS = {"min": "min", "max": "max", "minimize": "min", "maximize": "max"}
+# A lost PostgreSQL connection is retried this long, waiting FIRST_BACKOFF_S, then twice as
+# long each time up to MAX_BACKOFF_S, before the operation fails.
+RETRY_S = 30.0
+FIRST_BACKOFF_S = 0.5
+MAX_BACKOFF_S = 8.0
 MEMBER_KEYS = ("trial_number", "config_hash", "config", "values")
 ROUND_KEYS = ("round", "objective", "family", "n_train", "n_test")
 ROUND_SCORES = ("kendall", "spearman", "mape", "cv_kendall")
 
 
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
 class StorageError(ValueError):
-    """A storage URL that tnas cannot use, or a database it cannot reach, in one line."""
-
-
-def mask_password(text: str) -> str:
-    """``text`` with the password of any URL in it replaced by ``***``.
-
-    >>> mask_password("postgresql+psycopg://tnas:secret@db.example:5432/tnas")
-    'postgresql+psycopg://tnas:***@db.example:5432/tnas'
-    """
-    return re.sub(r"(://[^:/?#@\s]*:)[^@/\s]*@", r"\1***@", text)
+    """A storage URL that tnas cannot use, or a database it cannot reach or write, in one line."""
 
 
 def resolve_url(text: str | os.PathLike[str] | None) -> str:
     """The SQLAlchemy URL for a ``--storage`` value: a SQLite path or URL, or a PostgreSQL URL.
 
-    None means ``tnas.db`` in the current directory.
+    None means the ``TNAS_STORAGE`` environment variable, else ``tnas.db`` in the current
+    directory.
 
     >>> resolve_url(None)
     'sqlite:///tnas.db'
@@ -93,12 +112,12 @@ def resolve_url(text: str | os.PathLike[str] | None) -> str:
     tnas.search.db.session.StorageError: unsupported storage URL 'mysql://tnas:***@db.example/tnas'...
     """
     if text is None:
-        return DEFAULT_URL
+        text = os.environ.get("TNAS_STORAGE") or DEFAULT_URL
     url = os.fspath(text).strip()
     if "://" not in url:
         if url.lower().endswith(SQLITE_SUFFIXES):
             return "sqlite:///" + os.path.expanduser(url)
-        raise StorageError(f"unsupported storage URL {mask_password(url)!r}; give {ACCEPTED_FORMS}")
+        raise StorageError(f"unsupported storage URL {redact_url(url)!r}; give {ACCEPTED_FORMS}")
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if url.startswith("sqlite:///"):
@@ -108,12 +127,12 @@ def resolve_url(text: str | os.PathLike[str] | None) -> str:
                 "give a file path such as sqlite:///tnas.db"
             )
     elif not url.startswith("postgresql+psycopg://"):
-        raise StorageError(f"unsupported storage URL {mask_password(url)!r}; give {ACCEPTED_FORMS}")
+        raise StorageError(f"unsupported storage URL {redact_url(url)!r}; give {ACCEPTED_FORMS}")
     try:
         make_url(url)
     except (ArgumentError, ValueError):
         raise StorageError(
-            f"malformed storage URL {mask_password(url)!r}; give {ACCEPTED_FORMS}"
+            f"malformed storage URL {redact_url(url)!r}; give {ACCEPTED_FORMS}"
         ) from None
     return url
 
@@ -151,23 +170,155 @@ def _reason(error: BaseException, password: str | None) -> str:
     reason = re.sub(r"^(FATAL|ERROR):\s*", "", reason)
     if password and len(password) >= 4:  # drivers never echo it; a short one would mangle
         reason = reason.replace(password, "***")
-    return mask_password(reason[:1].lower() + reason[1:])
+    return redact_url(reason[:1].lower() + reason[1:])
+
+
+def _storage_failure(error: BaseException) -> bool:
+    """Whether ``error`` is the database failing, as SQLAlchemy or Optuna raise it, rather than
+    an answer such as Optuna's ``DuplicatedStudyError`` (raised from an ``IntegrityError``)."""
+    if isinstance(error, SQLAlchemyError):
+        return True
+    optuna = sys.modules.get("optuna")  # Optuna's errors can only come once it is imported
+    return optuna is not None and isinstance(error, optuna.exceptions.StorageInternalError)
+
+
+def _driver_error(error: BaseException) -> DBAPIError | None:
+    """The database driver's error behind ``error``, if any: Optuna raises its own
+    ``StorageInternalError`` from SQLAlchemy's, sometimes with another error in between."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, DBAPIError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """Whether ``error`` says the server went away (or is not back yet), not that the
+    operation itself was refused: a restart, a dropped connection, a refused reconnect."""
+    if isinstance(error, PendingRollbackError):  # a session still holding a dropped connection
+        return True
+    driver_error = _driver_error(error)
+    return driver_error is not None and (
+        driver_error.connection_invalidated
+        or isinstance(driver_error, OperationalError | InterfaceError)
+    )
+
+
+class Retry:
+    """Runs database work, retrying it with exponential backoff while the connection is lost.
+
+    Only PostgreSQL is retried (``retry_s`` > 0): a SQLite file has no connection to lose, and
+    its errors (read-only, disk full, locked past the busy timeout) do not go away by waiting.
+    Every database error that is not retried, or outlasts ``retry_s``, becomes a one-line
+    ``StorageError``; other errors (Optuna's ``DuplicatedStudyError``, say) pass unchanged.
+
+    Retried work runs again from the start, so it must be safe to repeat. Reads and updates
+    are. An insert whose commit reached the server just before the connection dropped is made
+    twice: a new trial then stays running until ``tnas search resume`` fails it, a front
+    snapshot is stored twice; neither changes a search's results. A trial told its outcome
+    twice is recognised (``RetryingStorage.set_trial_state_values``).
+    """
+
+    def __init__(self, masked_url: str, password: str | None, retry_s: float) -> None:
+        self.masked_url = masked_url
+        self.password = password
+        self.retry_s = retry_s
+
+    def __call__(self, work: Callable[[], T]) -> T:
+        deadline = None
+        backoff = FIRST_BACKOFF_S
+        while True:
+            try:
+                result = work()
+            except Exception as error:
+                driver_error = _driver_error(error)
+                if not _storage_failure(error) or (
+                    driver_error is None and not isinstance(error, PendingRollbackError)
+                ):
+                    raise
+                reason = _reason(driver_error or error, self.password)
+                if self.retry_s <= 0 or not _lost_connection(error):
+                    raise StorageError(f"cannot use {self.masked_url}: {reason}") from None
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + self.retry_s
+                    logger.warning(
+                        "lost the connection to %s (%s); retrying for up to %g s",
+                        self.masked_url,
+                        reason,
+                        self.retry_s,
+                    )
+                if now >= deadline:
+                    raise StorageError(
+                        f"lost the connection to {self.masked_url} and could not reconnect "
+                        f"within {self.retry_s:g} s: {reason}"
+                    ) from None
+                time.sleep(min(backoff, deadline - now))
+                backoff = min(2 * backoff, MAX_BACKOFF_S)
+            else:
+                if deadline is not None:
+                    logger.warning("reconnected to %s", self.masked_url)
+                return result
+
+
+class RetryingStorage:
+    """Optuna's storage with every call run through a ``Retry``, so that a search rides out a
+    database restart. Optuna takes any object with the storage methods as its storage."""
+
+    def __init__(self, storage: optuna.storages.BaseStorage, retry: Retry) -> None:
+        self._storage = storage
+        self._retry = retry
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._storage, name)
+        if name.startswith("_") or not callable(attribute):
+            return attribute
+
+        def retried(*args: Any, **kwargs: Any) -> Any:
+            return self._retry(lambda: attribute(*args, **kwargs))
+
+        return retried
+
+    def set_trial_state_values(self, trial_id: int, state: Any, values: Any = None) -> bool:
+        """As Optuna's, and true when an earlier attempt, whose reply the dropped connection
+        lost, already finished the trial in this state."""
+        import optuna
+
+        attempts = 0
+
+        def tell() -> bool:
+            nonlocal attempts
+            attempts += 1
+            try:
+                return self._storage.set_trial_state_values(trial_id, state, values)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                if attempts > 1 and self._storage.get_trial(trial_id).state == state:
+                    return True
+                raise
+
+        return self._retry(tell)
 
 
 class Database:
     """tnas's tables and Optuna's storage in one SQLite file or PostgreSQL database.
 
     Opening checks the connection, turns on SQLite's write-ahead log and runs our migrations,
-    never touching stored rows. Every session is made by ``session()``. See the module docstring
-    for an example.
+    never touching stored rows; it fails at once when the database cannot be reached. Once
+    open, a lost PostgreSQL connection is retried for up to ``retry_s`` seconds (see
+    ``Retry``). Every session is made by ``session()``. See the module docstring for an example.
     """
 
-    def __init__(self, url: str | os.PathLike[str] | None = None) -> None:
+    def __init__(self, url: str | os.PathLike[str] | None = None, retry_s: float = RETRY_S) -> None:
         self._url = resolve_url(url)
-        self._masked_url = mask_password(self._url)
+        self._masked_url = redact_url(self._url)
         self._password = make_url(self._url).password
         self._is_sqlite = self._url.startswith("sqlite:")
-        self._optuna_storage: optuna.storages.RDBStorage | None = None
+        self._retry = Retry(self._masked_url, self._password, 0.0 if self._is_sqlite else retry_s)
+        self._rdb_storage: optuna.storages.RDBStorage | None = None
+        self._optuna_storage: RetryingStorage | None = None
         if self._is_sqlite:
             self._check_sqlite_directory()
         try:
@@ -252,14 +403,44 @@ class Database:
         finally:
             session.close()
 
-    def optuna_storage(self) -> optuna.storages.RDBStorage:
-        """Optuna's RDB storage on the same database (made once, then reused)."""
+    def transaction(self, work: Callable[[Session], T]) -> T:
+        """``work(session)`` in one transaction, run again from the start if the connection is
+        lost (PostgreSQL); a database error becomes a one-line ``StorageError``."""
+
+        def attempt() -> T:
+            with self.session() as session:
+                return work(session)
+
+        return self._retry(attempt)
+
+    def optuna_storage(self) -> RetryingStorage:
+        """Optuna's storage on the same database, its calls retried across a lost connection
+        (made once, then reused): Optuna's RDB storage, behind Optuna's own trial cache.
+
+        On PostgreSQL, Optuna creates its tables under our migration lock, so that processes
+        opening a new database together do not race to create them.
+        """
         if self._optuna_storage is None:
             import optuna
 
-            self._optuna_storage = optuna.storages.RDBStorage(
-                self._url, engine_kwargs=_engine_kwargs(self._url)
-            )
+            def make() -> optuna.storages.RDBStorage:
+                if self._is_sqlite:
+                    return optuna.storages.RDBStorage(
+                        self._url, engine_kwargs=_engine_kwargs(self._url)
+                    )
+                with self._engine.connect() as connection:
+                    connection.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_KEY)))
+                    try:
+                        return optuna.storages.RDBStorage(
+                            self._url, engine_kwargs=_engine_kwargs(self._url)
+                        )
+                    finally:
+                        connection.execute(select(func.pg_advisory_unlock(MIGRATION_LOCK_KEY)))
+
+            self._rdb_storage = self._retry(make)
+            # The cache Optuna puts before an RDBStorage it makes: finished trials read once.
+            cached = optuna.storages._CachedStorage(self._rdb_storage)
+            self._optuna_storage = RetryingStorage(cached, self._retry)
         return self._optuna_storage
 
     def save_snapshot(
@@ -283,18 +464,22 @@ class Database:
         hypervolume = float(hypervolume)
         if not math.isfinite(hypervolume):
             raise StorageError(f"hypervolume must be finite, got {hypervolume}")
-        snapshot = FrontSnapshot(
-            study_name=study_name,
-            n_trials=int(n_trials),
-            hypervolume=hypervolume,
-            reference_point=reference_point,
-            objectives=objectives,
-            members=[_member(member, len(objectives)) for member in members],
-        )
-        with self.session() as session:
+        members = [_member(member, len(objectives)) for member in members]
+
+        def add(session: Session) -> int:
+            snapshot = FrontSnapshot(
+                study_name=study_name,
+                n_trials=int(n_trials),
+                hypervolume=hypervolume,
+                reference_point=reference_point,
+                objectives=objectives,
+                members=[FrontMember(**member) for member in members],
+            )
             session.add(snapshot)
             session.flush()
             return snapshot.id
+
+        return self.transaction(add)
 
     def latest_snapshot(self, study_name: str) -> dict[str, Any] | None:
         """The study's newest snapshot with its members, best first on the first objective."""
@@ -305,7 +490,8 @@ class Database:
             .limit(1)
             .options(selectinload(FrontSnapshot.members))
         )
-        with self.session() as session:
+
+        def read(session: Session) -> dict[str, Any] | None:
             snapshot = session.scalars(latest).first()
             if snapshot is None:
                 return None
@@ -323,6 +509,8 @@ class Database:
                     {key: getattr(member, key) for key in MEMBER_KEYS} for member in members
                 ],
             }
+
+        return self.transaction(read)
 
     def snapshot_history(self, study_name: str) -> list[dict[str, Any]]:
         """Every snapshot of the study, oldest first, with its front size (one query)."""
@@ -345,16 +533,14 @@ class Database:
             )
             .order_by(FrontSnapshot.id)
         )
-        with self.session() as session:
-            return [dict(row._mapping) for row in session.execute(history)]
+        return self.transaction(
+            lambda session: [dict(row._mapping) for row in session.execute(history)]
+        )
 
     def delete_study_snapshots(self, study_name: str) -> int:
         """Delete the study's snapshots and their members; return how many snapshots went."""
-        with self.session() as session:
-            result = session.execute(
-                delete(FrontSnapshot).where(FrontSnapshot.study_name == study_name)
-            )
-            return result.rowcount
+        statement = delete(FrontSnapshot).where(FrontSnapshot.study_name == study_name)
+        return self.transaction(lambda session: session.execute(statement).rowcount)
 
     def save_predictor_round(self, study_name: str, record: Mapping[str, Any]) -> int:
         """Store one round's predictor quality for one objective (see `PredictorRound`); a
@@ -366,19 +552,23 @@ class Database:
         for key in ROUND_SCORES:
             value = record.get(key)
             scores[key] = float(value) if value is not None and math.isfinite(value) else None
-        row = PredictorRound(
-            study_name=study_name,
-            round=int(record["round"]),
-            objective=str(record["objective"]),
-            family=str(record["family"]),
-            n_train=int(record["n_train"]),
-            n_test=int(record["n_test"]),
+        fields = {
+            "study_name": study_name,
+            "round": int(record["round"]),
+            "objective": str(record["objective"]),
+            "family": str(record["family"]),
+            "n_train": int(record["n_train"]),
+            "n_test": int(record["n_test"]),
             **scores,
-        )
-        with self.session() as session:
+        }
+
+        def add(session: Session) -> int:
+            row = PredictorRound(**fields)
             session.add(row)
             session.flush()
             return row.id
+
+        return self.transaction(add)
 
     def predictor_rounds(self, study_name: str) -> list[dict[str, Any]]:
         """The study's predictor-quality rows, oldest first."""
@@ -388,15 +578,18 @@ class Database:
             .order_by(PredictorRound.id)
         )
         keys = ("created_at", *ROUND_KEYS, *ROUND_SCORES)
-        with self.session() as session:
-            return [{key: getattr(row, key) for key in keys} for row in session.scalars(query)]
+        return self.transaction(
+            lambda session: [
+                {key: getattr(row, key) for key in keys} for row in session.scalars(query)
+            ]
+        )
 
     def close(self) -> None:
         """Release every pooled connection, Optuna's included."""
-        if self._optuna_storage is not None:
-            self._optuna_storage.remove_session()
-            self._optuna_storage.engine.dispose()
-            self._optuna_storage = None
+        if self._rdb_storage is not None:
+            self._rdb_storage.remove_session()
+            self._rdb_storage.engine.dispose()
+            self._rdb_storage = self._optuna_storage = None
         self._engine.dispose()
 
 
@@ -416,13 +609,14 @@ def _floats(values: Sequence[float], length: int, what: str) -> list[float]:
     return floats
 
 
-def _member(member: Mapping[str, Any], n_objectives: int) -> FrontMember:
+def _member(member: Mapping[str, Any], n_objectives: int) -> dict[str, Any]:
+    """A front member's columns, checked."""
     missing = [key for key in MEMBER_KEYS if key not in member]
     if missing:
         raise StorageError(f"front member lacks {', '.join(missing)}: {dict(member)!r}")
-    return FrontMember(
-        trial_number=int(member["trial_number"]),
-        config_hash=str(member["config_hash"]),
-        config=dict(member["config"]),
-        values=_floats(member["values"], n_objectives, "a front member's values"),
-    )
+    return {
+        "trial_number": int(member["trial_number"]),
+        "config_hash": str(member["config_hash"]),
+        "config": dict(member["config"]),
+        "values": _floats(member["values"], n_objectives, "a front member's values"),
+    }

@@ -1,0 +1,112 @@
+"""Checks on hostile input at the edges: names, output paths and URLs holding passwords.
+
+Imports nothing of tnas's, so every layer may use it.
+
+- **Names** (`safe_name`): a study name is 1 to 128 of `A-Z a-z 0-9 . _ -`, starting with a
+  letter or a digit, so it can never climb out of a directory, hide as a dotfile, or carry
+  a terminal escape into what tnas prints.
+- **Output paths** (`output_path`): absolute and relative paths are both fine (the user names
+  where to write), but not one with a `..` component, a control character, or a file that
+  tnas would write which is a symbolic link: tnas never writes through a link.
+- **URLs** (`redact_url`): the password of every URL in a text becomes `***` before the text
+  is printed or stored.
+
+>>> safe_name("demo")
+'demo'
+>>> redact_url("postgresql+psycopg://tnas:secret@db.example:5432/tnas")
+'postgresql+psycopg://tnas:***@db.example:5432/tnas'
+>>> output_path("runs/model").as_posix()
+'runs/model'
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+NAME_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or a digit"
+# scheme://user:password@host: everything between the first ':' after the user and the last
+# '@' before the host is the password (a raw '@' in a password is then masked too).
+_URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
+_QUERY_PASSWORD = re.compile(r"([?&](?:password|passwd|pwd)=)[^&#\s]*", re.IGNORECASE)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+class UnsafeInput(ValueError):
+    """A name or a path tnas refuses; the message is one line."""
+
+
+def shown(value: object, limit: int = 60) -> str:
+    """`repr(value)`, cut to `limit` characters: safe to put in a one-line message."""
+    try:
+        text = repr(value)
+    except ValueError:  # an int too long to print (sys.set_int_max_str_digits)
+        text = f"<an integer of {value.bit_length()} bits>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def safe_name(name: object, what: str = "study name") -> str:
+    """`name` if it matches `NAME_PATTERN`, else `UnsafeInput` saying what is allowed.
+
+    >>> safe_name("../etc")
+    Traceback (most recent call last):
+    ...
+    tnas.safety.UnsafeInput: study name '../etc' is not allowed: use 1 to 128 letters, ...
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise UnsafeInput(f"{what} {shown(name)} is not allowed: use {NAME_RULE}")
+    return name
+
+
+def output_path(path: str | os.PathLike[str], what: str = "output", inside: Iterable[str] = ()):
+    """The `Path` to write `path` to, once it passes the output policy, else `UnsafeInput`.
+
+    With `inside`, `path` is a directory and `inside` the names tnas writes in it; without,
+    `path` is the file written. Refused: an empty path, a control character, a `..`
+    component, a file to be written that is a symbolic link (or a directory), and a directory
+    output that is an existing file. Nothing is created or written here.
+
+    >>> output_path("../../etc/cron.d/x", "--out")
+    Traceback (most recent call last):
+    ...
+    tnas.safety.UnsafeInput: --out '../../etc/cron.d/x': a path with a '..' component is ...
+    """
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        raise UnsafeInput(f"{what}: give a non-empty path")
+    label = f"{what} {shown(text)}"
+    if _CONTROL.search(text):
+        raise UnsafeInput(f"{label}: a path with a control character is not allowed")
+    if ".." in re.split(r"[/\\]", text):
+        raise UnsafeInput(
+            f"{label}: a path with a '..' component is not allowed; name the directory directly"
+        )
+    target = Path(text)
+    names = list(inside)
+    if names and target.exists() and not target.is_dir():
+        raise UnsafeInput(f"{label}: exists and is not a directory")
+    for file in [target / name for name in names] if names else [target]:
+        if file.is_symlink():
+            raise UnsafeInput(
+                f"{label}: {file} is a symbolic link; tnas does not write through links"
+            )
+        if file.is_dir():
+            raise UnsafeInput(f"{label}: {file} is a directory, not a file")
+    return target
+
+
+def redact_url(text: str | None) -> str | None:
+    """`text` with the password of every URL in it (`user:PASSWORD@`, `?password=`) as `***`.
+
+    >>> redact_url("cannot connect to postgresql://me:pw@h/db?password=pw2&sslmode=require")
+    'cannot connect to postgresql://me:***@h/db?password=***&sslmode=require'
+    >>> redact_url("sqlite:///tnas.db")
+    'sqlite:///tnas.db'
+    """
+    if text is None:
+        return None
+    text = _URL_PASSWORD.sub(r"\1:***@", str(text))
+    return _QUERY_PASSWORD.sub(r"\1***", text)
