@@ -34,3 +34,24 @@ def local_ray(tmp_path_factory):
     start_ray_on_loopback(tmp_path_factory.mktemp("ray"))
     yield
     ray.shutdown()
+
+
+def write_replay_table(path, rows: int, seed: int):
+    """A replay table (JSONL) of `rows` distinct primer configs with made-up accuracy and
+    latency_ms from their parameter count, for searches that train nothing; returns `path`."""
+    import json
+
+    import numpy as np
+
+    from tnas.space import load_space
+
+    space = load_space("primer")
+    rng = np.random.default_rng(seed)
+    table: dict[str, dict] = {}
+    while len(table) < rows:
+        config = space.sample(rng)
+        params = config.derived()["params"]
+        metrics = {"accuracy": 1 - 1 / (1 + params / 2e6), "latency_ms": params / 1e5}
+        table[config.hash] = {"config": config.to_dict(), "metrics": metrics}
+    path.write_text("".join(json.dumps(row) + "\n" for row in table.values()))
+    return path

@@ -23,10 +23,11 @@ from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
 
 import tnas
+from tests.conftest import write_replay_table
 from tnas.cli import app
 from tnas.safety import UnsafeInput, output_path, redact_url, safe_name
 from tnas.search.run import RunError, RunSpec
-from tnas.space import PRESETS, ArchConfig, ConfigError, DesignSpace, SpaceError, load_space
+from tnas.space import PRESETS, ArchConfig, ConfigError, DesignSpace, SpaceError
 
 runner = CliRunner()
 FUZZ = settings(
@@ -786,19 +787,7 @@ def test_a_private_ray_listens_on_loopback_without_a_dashboard(monkeypatch):
 @pytest.fixture(scope="module")
 def replay_table(tmp_path_factory) -> Path:
     """A replay table of 20 primer configs (accuracy, latency_ms)."""
-    import numpy as np
-
-    space = load_space("primer")
-    rng = np.random.default_rng(0)
-    rows = {}
-    while len(rows) < 20:
-        config = space.sample(rng)
-        params = config.derived()["params"]
-        metrics = {"accuracy": 1 - 1 / (1 + params / 2e6), "latency_ms": params / 1e5}
-        rows[config.hash] = {"config": config.to_dict(), "metrics": metrics}
-    path = tmp_path_factory.mktemp("replay") / "table.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in rows.values()) + "\n")
-    return path
+    return write_replay_table(tmp_path_factory.mktemp("replay") / "table.jsonl", 20, seed=0)
 
 
 @pytest.fixture(scope="module", autouse=True)

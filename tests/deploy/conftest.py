@@ -21,6 +21,7 @@ import optuna
 import pytest
 import yaml
 
+from tests.conftest import write_replay_table
 from tests.search.conftest import POSTGRES_USER, postgres_bin_dir
 from tnas.search.db import resolve_url
 from tnas.space import load_space
@@ -167,17 +168,7 @@ def tiny_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def replay_table(tmp_path_factory) -> Path:
     """A replay table of 60 distinct primer configs, for searches that train nothing."""
-    space = load_space("primer")
-    rng = np.random.default_rng(1)
-    rows: dict[str, dict] = {}
-    while len(rows) < 60:
-        config = space.sample(rng)
-        params = config.derived()["params"]
-        metrics = {"accuracy": 1 - 1 / (1 + params / 2e6), "latency_ms": params / 1e5}
-        rows[config.hash] = {"config": config.to_dict(), "metrics": metrics}
-    path = tmp_path_factory.mktemp("replay") / "table.jsonl"
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows.values()))
-    return path
+    return write_replay_table(tmp_path_factory.mktemp("replay") / "table.jsonl", 60, seed=1)
 
 
 class Driver:

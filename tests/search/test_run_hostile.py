@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import optuna
 import pytest
 from typer.testing import CliRunner
 
+from tests.conftest import write_replay_table
 from tnas.cli import app
-from tnas.space import load_space
 
 PASSWORD = "S3cret-pw"
 runner = CliRunner()
@@ -19,17 +18,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def table(tmp_path_factory):
-    space = load_space("primer")
-    rng = np.random.default_rng(2)
-    rows = {}
-    while len(rows) < 12:
-        config = space.sample(rng)
-        params = config.derived()["params"]
-        metrics = {"accuracy": 1 - 1 / (1 + params / 2e6), "latency_ms": params / 1e5}
-        rows[config.hash] = {"config": config.to_dict(), "metrics": metrics}
-    path = tmp_path_factory.mktemp("replay") / "table.jsonl"
-    path.write_text("\n".join(json.dumps(row) for row in rows.values()) + "\n")
-    return path
+    return write_replay_table(tmp_path_factory.mktemp("replay") / "table.jsonl", 12, seed=2)
 
 
 def test_a_postgresql_password_is_never_printed_or_stored(postgres_cluster, table):
