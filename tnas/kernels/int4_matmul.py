@@ -41,6 +41,7 @@ from tnas.kernels.int8_matmul import (
     drop_idle_splits,
     tile_config,
 )
+from tnas.kernels.int8_matmul import TILES as INT8_TILES
 
 DEFAULT_GROUP_SIZE = 128
 
@@ -110,20 +111,7 @@ def int4_matmul_reference(
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages); a tile with BLOCK_K <= group_size scales
 # its dot product, a wider one each weight (see the kernel)
-TILES = [
-    (16, 64, 64, 4, 4),
-    (16, 64, 128, 4, 4),
-    (16, 16, 256, 2, 4),
-    (16, 32, 128, 4, 4),
-    (16, 32, 256, 4, 4),
-    (16, 32, 512, 4, 3),
-    (16, 64, 256, 4, 3),
-    (16, 128, 128, 4, 4),
-    (16, 128, 256, 8, 3),
-    (32, 128, 128, 4, 4),
-    (64, 128, 64, 4, 4),
-    (128, 128, 64, 8, 3),
-]
+TILES = [(16, 64, 64, 4, 4), *INT8_TILES]  # int8's, plus one that fits groups of 64
 DECODE_CONFIGS = [tile_config(t, s) for t in TILES if t[0] == 16 for s in (1, 2, 4, 8, 16)]
 PREFILL_CONFIGS = [tile_config(t, 1) for t in TILES]
 
