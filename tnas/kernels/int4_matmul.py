@@ -35,13 +35,13 @@ import triton.language as tl
 from torch import Tensor, nn
 
 from tnas.kernels.common import autotune, require
+from tnas.kernels.int8_matmul import TILES as INT8_TILES
 from tnas.kernels.int8_matmul import (
-    DECODE_MAX_M,
     check_quantized_args,
     drop_idle_splits,
+    launch,
     tile_config,
 )
-from tnas.kernels.int8_matmul import TILES as INT8_TILES
 
 DEFAULT_GROUP_SIZE = 128
 
@@ -240,39 +240,9 @@ def int4_matmul(
         scales.shape == (N, K // group_size),
         f"int4_matmul: scales must be ({N}, {K // group_size}), got {tuple(scales.shape)}",
     )
-    x2d = x.reshape(-1, K)  # (M, K)
-    M = x2d.shape[0]
-    y = torch.empty(M, N, device=x.device, dtype=x.dtype)
-    if M == 0:
-        return y.reshape(*x.shape[:-1], N)
-    kernel, acc = _int4_matmul_prefill, y
-    if M <= DECODE_MAX_M:
-        kernel, acc = _int4_matmul_decode, torch.zeros(M, N, device=x.device, dtype=torch.float32)
-
-    def grid(meta):
-        return triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), meta["SPLIT_K"]
-
-    kernel[grid](
-        x2d,
-        packed,
-        scales,
-        y if bias is None else bias.contiguous(),
-        y,
-        acc,
-        M,
-        N,
-        K,
-        min(triton.next_power_of_2(M), 256),  # tuning key: prefill lengths share a config
-        *x2d.stride(),
-        *packed.stride(),
-        *scales.stride(),
-        *y.stride(),
-        GROUP_SIZE=group_size,
-        HAS_BIAS=bias is not None,
-    )
-    if kernel.best_config.kwargs["SPLIT_K"] > 1:
-        y = acc.to(x.dtype)
-    return y.reshape(*x.shape[:-1], N)
+    kernels = (_int4_matmul_decode, _int4_matmul_prefill)
+    strides = (*packed.stride(), *scales.stride())
+    return launch(kernels, x, N, (packed, scales), bias, strides, GROUP_SIZE=group_size)
 
 
 class Int4Linear(nn.Module):

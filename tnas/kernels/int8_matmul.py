@@ -218,22 +218,34 @@ def int8_matmul(x: Tensor, w_int8: Tensor, scales: Tensor, bias: Tensor | None =
     require(w_int8.dtype == torch.int8, f"int8_matmul: w_int8 must be int8, got {w_int8.dtype}")
     require(x.shape[-1] == K, f"int8_matmul: x has {x.shape[-1]} features, w_int8 expects {K}")
     require(scales.shape == (N,), f"int8_matmul: scales must be ({N},), got {tuple(scales.shape)}")
+    kernels = (_int8_matmul_decode, _int8_matmul_prefill)
+    return launch(kernels, x, N, (w_int8, scales.contiguous()), bias, w_int8.stride())
+
+
+def launch(kernels, x: Tensor, N: int, weights: tuple, bias, strides: tuple, **meta) -> Tensor:
+    """Run a weight-only matmul on x (..., K): the decode kernel (split-K, into a zeroed float32
+    buffer) up to `DECODE_MAX_M` rows, else the prefill one; y (..., N) in x's dtype.
+
+    `kernels` is (decode, prefill) over one `@triton.jit` function taking x, the `weights`
+    tensors, bias, y, the buffer, M, N, K, the tuning bucket of M, then x's strides, the
+    weights' `strides` and y's, and the constexprs `meta` plus HAS_BIAS.
+    """
+    K = x.shape[-1]
     x2d = x.reshape(-1, K)  # (M, K)
     M = x2d.shape[0]
     y = torch.empty(M, N, device=x.device, dtype=x.dtype)
     if M == 0:
         return y.reshape(*x.shape[:-1], N)
-    kernel, acc = _int8_matmul_prefill, y
+    kernel, acc = kernels[1], y
     if M <= DECODE_MAX_M:
-        kernel, acc = _int8_matmul_decode, torch.zeros(M, N, device=x.device, dtype=torch.float32)
+        kernel, acc = kernels[0], torch.zeros(M, N, device=x.device, dtype=torch.float32)
 
     def grid(meta):
         return triton.cdiv(M, meta["BLOCK_M"]), triton.cdiv(N, meta["BLOCK_N"]), meta["SPLIT_K"]
 
     kernel[grid](
         x2d,
-        w_int8,
-        scales.contiguous(),
+        *weights,
         y if bias is None else bias.contiguous(),
         y,
         acc,
@@ -242,9 +254,10 @@ def int8_matmul(x: Tensor, w_int8: Tensor, scales: Tensor, bias: Tensor | None =
         K,
         min(triton.next_power_of_2(M), 256),  # tuning key: prefill lengths share a config
         *x2d.stride(),
-        *w_int8.stride(),
+        *strides,
         *y.stride(),
         HAS_BIAS=bias is not None,
+        **meta,
     )
     if kernel.best_config.kwargs["SPLIT_K"] > 1:
         y = acc.to(x.dtype)
