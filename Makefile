@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_PIN := torch==2.13.0
 
-.PHONY: demo test lint bench clean postgres compose
+.PHONY: demo test lint bench claims clean postgres compose
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,6 +60,19 @@ test: lint postgres compose
 bench: $(VENV)/.installed
 	$(PY) bench/builder.py
 	$(PY) bench/workers.py
+
+# The seed papers' claims in miniature (docs/results.md): every table and plot, about 50 min on
+# 2 cores. Each script's output is kept beside its plot in docs/results/.
+CLAIM = OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1 $(PY)
+claims: SHELL := /bin/bash
+claims: .SHELLFLAGS := -o pipefail -ec
+claims: $(VENV)/.installed
+	$(CLAIM) bench/claims/primer.py --steps 600 --seeds 0,1,2 --workers 2 | tee docs/results/primer.txt
+	$(CLAIM) bench/claims/wide.py --workers 2 | tee docs/results/wide.txt
+	$(CLAIM) bench/matformer.py --steps 500 --seeds 0 --workers 2 \
+	  --out docs/results/matformer.png | tee docs/results/matformer.txt
+	$(CLAIM) bench/claims/simq.py --workers 2 | tee docs/results/simq.txt
+	$(CLAIM) bench/claims/mqar.py --workers 2 | tee docs/results/mqar.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

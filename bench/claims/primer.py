@@ -16,11 +16,9 @@ each change lowered the loss in every seed.
 from __future__ import annotations
 
 import argparse
-import time
-from concurrent.futures import ProcessPoolExecutor
-from multiprocessing import get_context
 
 import numpy as np
+from common import pyplot, run_jobs, verdict
 
 VARIANTS = {
     "baseline": ("attention", "gelu"),
@@ -57,15 +55,20 @@ def job(args, variant: str, seed: int) -> dict:
     return {"metrics": result.metrics, "curve": [loss for _, loss in result.curve]}
 
 
+def window(curve: np.ndarray) -> int:
+    """The moving average's length: SMOOTH steps, or the whole curve if shorter."""
+    return min(SMOOTH, len(curve))
+
+
 def smooth(curve: np.ndarray) -> np.ndarray:
-    kernel = np.ones(SMOOTH) / SMOOTH
-    return np.convolve(curve, kernel, mode="valid")  # (steps - SMOOTH + 1,)
+    kernel = np.ones(window(curve)) / window(curve)
+    return np.convolve(curve, kernel, mode="valid")  # (steps - window + 1,)
 
 
 def steps_to_reach(curve: np.ndarray, target: float) -> int | None:
     """The first step (1-based, at the end of its window) whose smoothed loss is <= target."""
     below = np.nonzero(smooth(curve) <= target)[0]
-    return int(below[0]) + SMOOTH if len(below) else None
+    return int(below[0]) + window(curve) if len(below) else None
 
 
 def main() -> None:
@@ -90,11 +93,8 @@ def main() -> None:
         f"{args.ffn}, {args.steps} steps x batch {args.batch_size}, seq {args.seq_len}, lr "
         f"{args.lr}, seeds {seeds}"
     )
-    start = time.perf_counter()
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
-        jobs = {(v, s): pool.submit(job, args, v, s) for v in VARIANTS for s in seeds}
-        runs = {key: future.result() for key, future in jobs.items()}
-    print(f"{len(runs)} runs in {time.perf_counter() - start:.0f} s")
+    jobs = [((v, s), (args, v, s)) for v in VARIANTS for s in seeds]
+    runs = run_jobs(job, jobs, args.workers)
 
     loss = {v: np.array([runs[v, s]["metrics"]["loss"] for s in seeds]) for v in VARIANTS}
     bpb = {v: np.array([runs[v, s]["metrics"]["bpb"] for s in seeds]) for v in VARIANTS}
@@ -117,16 +117,12 @@ def main() -> None:
             wins = int((loss[variant] < loss["baseline"]).sum())
             verdicts.append(f"{variant} lower in {wins} of {len(seeds)} seeds")
     held = all(v.split(" lower in ")[1].startswith(f"{len(seeds)} ") for v in verdicts[:2])
-    print(f"claim {'held' if held else 'did not hold'} at this scale: {'; '.join(verdicts)}")
+    verdict(held, "; ".join(verdicts))
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(6, 4))
     for variant, curve in curves.items():
-        axis.plot(np.arange(SMOOTH, len(curve) + 1), smooth(curve), label=variant)
+        axis.plot(np.arange(window(curve), len(curve) + 1), smooth(curve), label=variant)
     axis.set_xlabel("step")
     axis.set_ylabel(f"training loss (nats/byte, {SMOOTH}-step mean, {len(seeds)} seeds)")
     axis.set_title(f"Primer on {args.task}")
