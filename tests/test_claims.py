@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tnas.space.catalog import MIXERS
+
 ROOT = Path(__file__).resolve().parents[1]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 VERDICT = re.compile(r"^verdict: claim (held|did not hold) at this scale: \S.*$", re.MULTILINE)
@@ -38,6 +40,29 @@ TOY = {  # script -> (toy arguments, rows the table must have: each a regex)
         ],
         [r"^baseline +d256 h8/8/8/8 f1024/1024/1024/1024 +8/8/8/8 ", r"^front0 +d\d+ "],
     ),  # fmt: skip
+    "bench/claims/wide.py": (
+        [
+            "--steps",
+            "3",
+            "--seeds",
+            "0,1",
+            "--workers",
+            "0",
+            "--d-model",
+            "32",
+            "--ffn",
+            "64",
+            "--repeats",
+            "2",
+            "--rounds",
+            "1",
+        ],
+        [rf"^{n}x{16 // n} +[\d.]+M" for n in (1, 2, 4, 8, 16)],
+    ),  # fmt: skip
+    "bench/claims/mqar.py": (
+        ["--steps", "3", "--lengths", "16,32", "--workers", "0", "--d-model", "16"],
+        [rf"^{m} +[\d,]+ +[\d.]+ % +[\d.]+ %" for m in MIXERS],
+    ),
     "bench/matformer.py": (
         ["--steps", "3", "--seeds", "0", "--workers", "1", "--d-model", "32", "--ffn", "64"],
         [rf"^ +{width} +[\d,]+ +\d" for width in (8, 16, 32, 64)],
