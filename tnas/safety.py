@@ -1,6 +1,6 @@
 """Checks on hostile input at the edges: names, output paths and URLs holding passwords.
 
-Imports nothing of tnas's, so every layer may use it.
+Imports only `tnas.space.errors`, so every layer above `space` may use it.
 
 - **Names** (`safe_name`): a study name is 1 to 128 of `A-Z a-z 0-9 . _ -`, starting with a
   letter or a digit, so it can never climb out of a directory, hide as a dotfile, or carry
@@ -26,6 +26,8 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from tnas.space.errors import shown
+
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 NAME_RULE = "1 to 128 letters, digits, '.', '_' or '-', starting with a letter or a digit"
 # scheme://user:password@host: everything between the first ':' after the user and the last
@@ -37,15 +39,6 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 class UnsafeInput(ValueError):
     """A name or a path tnas refuses; the message is one line."""
-
-
-def shown(value: object, limit: int = 60) -> str:
-    """`repr(value)`, cut to `limit` characters: safe to put in a one-line message."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print (sys.set_int_max_str_digits)
-        text = f"<an integer of {value.bit_length()} bits>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def safe_name(name: object, what: str = "study name") -> str:

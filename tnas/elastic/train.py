@@ -47,12 +47,11 @@ from tnas.elastic.supernet import Supernet
 from tnas.nn.checkpoint import (
     CheckpointError,
     json_header,
-    one_line,
     read_safetensors,
     write_tensors,
 )
-from tnas.space.catalog import unknown_name
 from tnas.space.config import ArchConfig
+from tnas.space.errors import one_line, unknown_name
 from tnas.space.space import DesignSpace, load_space
 from tnas.workers.tasks.base import Task
 from tnas.workers.train import Budget, TrialFailed

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnas.space.catalog import unknown_name
 from tnas.space.config import ConfigError
+from tnas.space.errors import unknown_name
 
 
 class Pointwise(nn.Module):

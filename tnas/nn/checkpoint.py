@@ -28,8 +28,8 @@ from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from tnas.nn.model import TnasModel, build_model
-from tnas.space.catalog import OneLineError
 from tnas.space.config import ArchConfig, ConfigError, count_params
+from tnas.space.errors import OneLineError, one_line
 
 MODEL_FILE = "model.safetensors"
 # A header may ask for at most SIZE_SLACK times the numbers its file holds, plus this many.
@@ -39,10 +39,6 @@ CONFIG_FILE = "config.json"
 
 class CheckpointError(OneLineError):
     """A checkpoint that is missing, corrupt or does not match its config; one line."""
-
-
-def one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def shared_names(module: nn.Module) -> set[str]:

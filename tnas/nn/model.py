@@ -16,8 +16,8 @@ from torch import Tensor, nn
 
 from tnas.nn.ffn import FFN
 from tnas.nn.mixers import create_mixer
-from tnas.space.catalog import unknown_name
 from tnas.space.config import ArchConfig, ConfigError, LayerConfig
+from tnas.space.errors import unknown_name
 
 NORM_CLASSES = {"layernorm": nn.LayerNorm, "rmsnorm": nn.RMSNorm}
 

@@ -32,7 +32,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tnas.space.catalog import unknown_name
+from tnas.space.errors import unknown_name
 
 FORMAT_VERSION = 1
 TARGET_TRANSFORMS = ("standard", "quantile")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from tnas.predictors.families import PREDICTORS, TARGET_TRANSFORMS, Predictor, create_predictor
-from tnas.space.catalog import unknown_name
+from tnas.space.errors import unknown_name
 
 
 def _pair(y, p, least: int) -> tuple[np.ndarray, np.ndarray]:

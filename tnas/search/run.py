@@ -18,8 +18,8 @@ from tnas.safety import UnsafeInput, redact_url, safe_name
 from tnas.search.driver import Objective, SearchDriver
 from tnas.search.samplers import SAMPLERS, create_sampler
 from tnas.space import ArchConfig, DesignSpace, SpaceError, load_space
-from tnas.space.catalog import OneLineError, shown, unknown_name
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
+from tnas.space.errors import OneLineError, shown, unknown_name
 from tnas.space.yamlio import compose, read_document
 
 FEASIBILITY_SAMPLES = 2000

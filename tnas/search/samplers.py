@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tnas.space.catalog import unknown_name
+from tnas.space.errors import unknown_name
 
 
 def _nsga2(seed, population_size, space):

@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tnas.space.errors import unknown_name
+
 # Knob names a layer can carry beyond `mixer`, `ffn_dim`, `activation` and `bits`.
 MIXER_OPTIONS = ("n_heads", "dconv_kernel", "conv_kernel", "state_size", "head_dim")
 # Options for which 0 is a value in its own right: `head_dim` 0 means `d_model // n_heads`.
@@ -135,44 +137,3 @@ def ffn_params(d_model: int, ffn_dim: int, activation: str) -> int:
 
 def norm_params(norm: str, d_model: int) -> int:
     return 2 * d_model if norm == "layernorm" else d_model
-
-
-def shown(value: object, limit: int = 60) -> str:
-    """`repr(value)` cut to `limit` characters, for a one-line message.
-
-    >>> shown("x" * 100, limit=10)
-    "'xxxxxx..."
-    """
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print (sys.set_int_max_str_digits)
-        text = f"<an integer of {value.bit_length()} bits>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-MAX_MESSAGE = 1000  # characters of an error message; a longer one keeps its head and its tail
-
-
-def one_line(message: object) -> str:
-    """`message` on one line (each run of whitespace one space), at most `MAX_MESSAGE` long.
-
-    >>> one_line("unknown field 'x'\\n  (from space.yaml)")
-    "unknown field 'x' (from space.yaml)"
-    """
-    text = " ".join(str(message).split())
-    if len(text) > MAX_MESSAGE:  # a huge value quoted in it: keep the start and the end
-        text = text[: MAX_MESSAGE - 205] + " ... " + text[-200:]
-    return text
-
-
-class OneLineError(ValueError):
-    """A `ValueError` whose message is always `one_line`: what every loader of user input
-    raises (`ConfigError`, `SpaceError`, `ConstraintSyntaxError`, `RunError`, ...)."""
-
-    def __init__(self, message: object = ""):
-        super().__init__(one_line(message))
-
-
-def unknown_name(kind: str, name: object, valid) -> str:
-    """The one-line message for a name that is not in a registry."""
-    return f"unknown {kind} {shown(name)}; valid: {', '.join(map(str, valid))}"

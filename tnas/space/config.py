@@ -27,13 +27,11 @@ from tnas.space.catalog import (
     MIXERS,
     NORMS,
     ZERO_MEANS_DEFAULT,
-    OneLineError,
     ffn_params,
     mixer_params,
     norm_params,
-    shown,
-    unknown_name,
 )
+from tnas.space.errors import OneLineError, shown, unknown_name
 
 MAX_LAYERS = 256  # deeper than any model tnas builds; bounds the work a config can ask for
 

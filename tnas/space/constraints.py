@@ -19,8 +19,8 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from tnas.space.catalog import OneLineError, shown
 from tnas.space.config import DERIVED_NAMES
+from tnas.space.errors import OneLineError, shown
 
 _BINARY: dict[type, Callable[[float, float], float]] = {
     ast.Add: operator.add,

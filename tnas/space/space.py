@@ -25,17 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from tnas.space.catalog import (
-    ACTIVATIONS,
-    BITS,
-    HEADS,
-    MIXER_OPTIONS,
-    MIXERS,
-    NORMS,
-    unknown_name,
-)
+from tnas.space.catalog import ACTIVATIONS, BITS, HEADS, MIXER_OPTIONS, MIXERS, NORMS
 from tnas.space.config import MAX_LAYERS, ArchConfig, ConfigError, LayerConfig
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
+from tnas.space.errors import unknown_name
 from tnas.space.yamlio import (
     ChoicesSpec,
     Locator,

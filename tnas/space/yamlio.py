@@ -28,7 +28,7 @@ from pydantic import (
     model_validator,
 )
 
-from tnas.space.catalog import OneLineError, shown
+from tnas.space.errors import OneLineError, shown
 
 Path = tuple[str | int, ...]
 MAX_DEPTH = 32  # levels of nesting; a space file needs 5

@@ -131,7 +131,8 @@ def supernet_space(path: str | Path) -> str:
     from safetensors import SafetensorError, safe_open
 
     from tnas.elastic.extraction import read_header
-    from tnas.nn.checkpoint import CheckpointError, one_line
+    from tnas.nn.checkpoint import CheckpointError
+    from tnas.space.errors import one_line
 
     if not Path(path).is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")

@@ -27,6 +27,7 @@ import ray
 import ray.exceptions
 
 from tnas.space.config import ArchConfig
+from tnas.space.errors import one_line
 from tnas.workers.backend import TrialJob, failed, run_job
 
 LOCAL_NODE_IP = os.environ.get("TNAS_RAY_NODE_IP", "127.0.0.2")
@@ -169,7 +170,7 @@ class RayPool:
         try:
             ray.get(ref)
         except ray.exceptions.RayError as err:
-            self.start_error = one_line(err)
+            self.start_error = one_line(err, first=True)
             self.start_failures[slot] += 1
             if self.start_failures[slot] < MAX_START_FAILURES:
                 self.replace_actor(slot)
@@ -235,7 +236,7 @@ class RayPool:
             if trial.attempts <= self.max_retries:
                 self.queue.appendleft((trial.key, trial.config, trial.attempts + 1))
                 return None
-            message = one_line(err)
+            message = one_line(err, first=True)
             return failed(trial.key, trial.config, "worker_died", message, attempts=trial.attempts)
         except ray.exceptions.RayError as err:
             self.idle.append(trial.slot)
@@ -278,9 +279,3 @@ class RayPool:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def one_line(error: BaseException) -> str:
-    """The first line of an error's message, or its type's name."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__

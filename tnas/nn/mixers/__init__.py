@@ -11,8 +11,8 @@ from __future__ import annotations
 import importlib
 
 from tnas.nn.mixers.base import Mixer
-from tnas.space.catalog import unknown_name
 from tnas.space.config import ConfigError, LayerConfig
+from tnas.space.errors import unknown_name
 
 MIXER_CLASSES: dict[str, str] = {
     "attention": "tnas.nn.mixers.attention:SoftmaxAttention",

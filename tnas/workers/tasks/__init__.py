@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
-from tnas.space.catalog import unknown_name
+from tnas.space.errors import unknown_name
 from tnas.workers.tasks.base import Metric, Task, eval_mode
 
 TASKS: dict[str, str] = {

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from tnas.space.catalog import unknown_name
+from tnas.space.errors import unknown_name
 from tnas.workers.tasks.base import Metric, Task, eval_mode
 
 TOKENIZATIONS = {"pixel": (64, 17), "patch": (16, 256)}  # name -> (seq_len, vocab_size)
