@@ -26,8 +26,9 @@ from multiprocessing import get_context
 import numpy as np
 import torch
 
-from tnas.elastic import Granularities, build_supernet, extract, train_supernet
+from tnas.elastic import Granularities, extract
 from tnas.space import DesignSpace
+from tnas.workers.supernet import build_supernet, train_supernet
 from tnas.workers.tasks import parse_task
 from tnas.workers.train import Budget, train
 

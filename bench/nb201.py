@@ -28,13 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import yaml
 
+from tnas.launch import launch
 from tnas.search.db import Database
-from tnas.search.driver import Objective, SearchDriver
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
-from tnas.search.samplers import create_sampler
-from tnas.space import DesignSpace
-from tnas.workers.replay import ReplayEvaluator
 
 OPS = ["none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3"]
 LABELS = dict(
@@ -74,19 +72,25 @@ def build_table(path: Path) -> np.ndarray:
 
 
 def run(
-    space, table: Path, sampler: str, seed: int, budget: int, folder: Path, batch: int = 16
+    space_file: Path, table: Path, sampler: str, seed: int, budget: int, folder: Path, batch=16
 ) -> np.ndarray:
-    """One search; the (accuracy, latency) of its evaluated trials in evaluation order."""
-    db = Database(f"sqlite:///{folder / f'{sampler}-{seed}.db'}")
-    study = optuna.create_study(
-        study_name=f"{sampler}-{seed}",
-        storage=db.optuna_storage(),
-        sampler=create_sampler(sampler, seed, batch, space),
-        directions=["maximize", "minimize"],
+    """One search through `tnas.launch`; the (accuracy, latency) of its evaluated trials in
+    evaluation order."""
+    storage = f"sqlite:///{folder / f'{sampler}-{seed}.db'}"
+    result = launch(
+        space=str(space_file),
+        evaluator=f"replay:{table}",
+        objectives=["accuracy:max", "latency_ms:min"],
+        sampler=sampler,
+        seed=seed,
+        trials=budget,
+        workers=1,
+        population_size=batch,
+        study=f"{sampler}-{seed}",
+        storage=storage,
     )
-    objectives = [Objective("accuracy", "max"), Objective("latency_ms", "min")]
-    replay = ReplayEvaluator(table, space, slots=1)
-    SearchDriver(study, space, replay, objectives, db, n_trials=budget).run()
+    db = Database(storage)
+    study = optuna.load_study(study_name=result.study, storage=db.optuna_storage())
     done = [t for t in study.get_trials() if t.values and "duplicate_of" not in t.user_attrs]
     db.close()
     return np.array([t.values for t in sorted(done, key=lambda t: t.number)])
@@ -102,7 +106,8 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="tnas-nb201-"))
     table = folder / "nb201.jsonl"
     points = build_table(table)
-    space = DesignSpace.from_dict(SPACE)
+    space_file = folder / "nb201.yaml"
+    space_file.write_text(yaml.safe_dump(SPACE))
     minimised = to_minimization(points, ["max", "min"])
     reference = reference_point(minimised)
     best = hypervolume(minimised[pareto_front(minimised)], reference)
@@ -124,7 +129,7 @@ def main() -> None:
         start = time.perf_counter()
         for seed in range(args.seeds):
             found = to_minimization(
-                run(space, table, sampler, seed, budget, folder, batch), ["max", "min"]
+                run(space_file, table, sampler, seed, budget, folder, batch), ["max", "min"]
             )
             for c in shares:
                 first = found[:c]

@@ -33,12 +33,12 @@ import numpy as np
 import optuna
 import torch
 
-from tnas.search.db import Database
-from tnas.search.driver import Objective, SearchDriver
+from tnas.launch import RunError, launch
+from tnas.search.db import Database, StorageError
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
-from tnas.search.samplers import create_sampler
-from tnas.space import ArchConfig, load_space
-from tnas.workers.backend import InlineEvaluator, ProfileSettings, TrialJob, reported_metrics
+from tnas.search.settings import Objective
+from tnas.space import ArchConfig
+from tnas.workers.backend import InlineEvaluator, ProfileSettings, TrialJob
 from tnas.workers.profile import device_fingerprint
 from tnas.workers.train import Budget
 
@@ -73,28 +73,33 @@ def make_evaluator(job: TrialJob, workers: int):
     return RayPool(job, workers=workers)
 
 
-def search(args, job: TrialJob, evaluator, folder: Path) -> tuple[list[ArchConfig], dict]:
-    """Run the joint search; the configs on its front and a summary of the run."""
-    space = load_space("simq")
-    missing = {o.name for o in OBJECTIVES} - reported_metrics(job)
-    if missing:
-        raise SystemExit(f"the trials do not report {', '.join(sorted(missing))}")
-    try:
-        sampler = create_sampler(args.sampler, args.seed, args.population, space)
-    except ValueError as err:
-        raise SystemExit(str(err)) from None
-    db = Database(args.storage or f"sqlite:///{folder / 'simq.db'}")
-    study = optuna.create_study(
-        study_name=f"simq-{args.sampler}-s{args.seed}",
-        storage=db.optuna_storage(),
-        sampler=sampler,
-        directions=[o.optuna_direction for o in OBJECTIVES],
-        load_if_exists=True,
-    )
-    study.set_user_attr("tnas", {"objectives": [o.to_dict() for o in OBJECTIVES]})
+def search(args, folder: Path) -> tuple[list[ArchConfig], dict]:
+    """Run the joint search through `tnas.launch`; the configs on its front and a summary."""
+    storage = args.storage or f"sqlite:///{folder / 'simq.db'}"
+    name = f"simq-{args.sampler}-s{args.seed}"
     start = time.perf_counter()
-    progress = SearchDriver(study, space, evaluator, OBJECTIVES, db, n_trials=args.trials).run()
+    try:
+        result = launch(
+            space="simq",
+            task=args.task,
+            objectives=[o.text for o in OBJECTIVES],
+            trials=args.trials,
+            workers=args.workers,
+            sampler=args.sampler,
+            seed=args.seed,
+            population_size=args.population,
+            steps=args.steps,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            profile_repeats=args.repeats,
+            study=name,
+            storage=storage,
+        )
+    except (RunError, StorageError) as err:
+        raise SystemExit(str(err)) from None
     seconds = time.perf_counter() - start
+    db = Database(storage)
+    study = optuna.load_study(study_name=name, storage=db.optuna_storage())
     done = [
         t
         for t in study.get_trials(deepcopy=False)
@@ -105,8 +110,8 @@ def search(args, job: TrialJob, evaluator, folder: Path) -> tuple[list[ArchConfi
     front = [done[i] for i in pareto_front(points)]
     front.sort(key=lambda t: t.values[1])  # fastest first
     summary = {
-        "evaluated": progress.finished,
-        "failed": progress.failed,
+        "evaluated": result.progress.finished,
+        "failed": result.progress.failed,
         "seconds": seconds,
         "front": len(front),
         "hv": hypervolume(points[pareto_front(points)], reference_point(points)),
@@ -198,14 +203,14 @@ def main() -> None:
         f"int8 engine {machine['quantized_engine']}"
     )
     folder = Path(tempfile.mkdtemp(prefix="tnas-simq-"))
+    archs, summary = search(args, folder)
+    print(
+        f"search: {summary['evaluated']} evaluated ({summary['failed']} failed) in "
+        f"{summary['seconds']:.0f} s; front of {summary['front']}, HV {summary['hv']:.4f} "
+        f"(own reference); {summary['fp32_share']:.0%} of trials all-fp32"
+    )
     evaluator = make_evaluator(job, args.workers)
     try:
-        archs, summary = search(args, job, evaluator, folder)
-        print(
-            f"search: {summary['evaluated']} evaluated ({summary['failed']} failed) in "
-            f"{summary['seconds']:.0f} s; front of {summary['front']}, HV {summary['hv']:.4f} "
-            f"(own reference); {summary['fp32_share']:.0%} of trials all-fp32"
-        )
         start = time.perf_counter()
         results = evaluate_variants(evaluator, archs)
         seconds = time.perf_counter() - start

@@ -22,6 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 from tnas.safety import UnsafeInput, output_path, redact_url, safe_name
+from tnas.search.query import FORMATS, TRIAL_STATES
+from tnas.search.samplers import SAMPLERS
 from tnas.space import ArchConfig, ConfigError, DesignSpace, SpaceError, load_space, preset_names
 
 app = typer.Typer(
@@ -203,7 +205,7 @@ def train_command(
     """Train one config on a task for a fixed step budget and report validation metrics
     (those of the model quantized to its layers' bits, the float ones as NAME_fp32)."""
     from tnas.workers.tasks import parse_task
-    from tnas.workers.train import Budget, TrialFailed, evaluate_quantized, train
+    from tnas.workers.train import Budget, TrialFailed, train_quantized
 
     loaded = read_config(config)
     try:
@@ -216,8 +218,7 @@ def train_command(
             max_seconds=max_seconds or None,
         )
         task_object = parse_task(task)
-        result = train(loaded, task_object, budget)
-        metrics = evaluate_quantized(result, task_object, device)
+        result, metrics = train_quantized(loaded, task_object, budget)
     except TrialFailed as err:
         typer.echo(f"error: trial failed: {err}", err=True)
         raise typer.Exit(code=1) from None
@@ -281,146 +282,70 @@ def profile_command(
     console.print(f"device: {json.dumps(fingerprint)}")
 
 
+FORMAT_HELP = f"table, {', '.join(FORMATS)}"
+STATE_HELP = f"{', '.join(TRIAL_STATES)} (repeatable)"
+SAMPLER_HELP = f"{', '.join(SAMPLERS)} [nsga2]"
 STORAGE_HELP = "database URL or .db file (default: $TNAS_STORAGE, else sqlite:///tnas.db)"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def open_db(storage: str | None):
-    from tnas.search.db import Database, StorageError
+    from tnas.launch import open_database
+    from tnas.search.db import StorageError
 
     try:
-        return Database(storage)
+        return open_database(storage)
     except StorageError as err:
         raise fail(str(err)) from None
 
 
-def build_evaluator(spec, space):
-    """The evaluator a run names, and the metric names it reports (nothing started yet)."""
-    from tnas.workers.backend import ProfileSettings, TrialJob, reported_metrics
-    from tnas.workers.replay import parse_replay
-
-    replay_spec = spec.evaluator
-    if not replay_spec and spec.pool and '"metrics"' in Path(spec.pool).read_text()[:100_000]:
-        replay_spec = f"replay:{spec.pool}"  # a pool in the replay format is its own evaluator
-    if replay_spec and spec.supernet:
-        raise ValueError(f"--supernet evaluates configs itself; it cannot go with {replay_spec}")
-    if replay_spec:
-        replay = parse_replay(replay_spec, space, slots=max(1, spec.workers), seed=spec.seed)
-        names = {name for row in replay.rows.values() for name in row["metrics"]}
-        return (lambda: replay), names
-    from tnas.workers.train import Budget
-
-    profile = ProfileSettings(
-        batch=spec.profile_batch, seq_len=spec.profile_seq_len, repeats=spec.profile_repeats
-    )
-    supernets = None
-    if spec.supernet:
-        job, supernets = supernet_job(spec, space, profile)
-        if spec.workers:
-            supernets = None  # each actor loads its own; the driver need not hold one
-    else:
-        job = TrialJob(
-            task=spec.task,
-            budget=Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed),
-            profile=profile,
-        )
-
-    def start():
-        from tnas.workers.backend import InlineEvaluator
-        from tnas.workers.pool import RayPool
-
-        if spec.workers == 0:
-            return InlineEvaluator(job, supernets)
-        return RayPool(
-            job, workers=spec.workers, address=spec.ray_address, trial_timeout=spec.trial_timeout
-        )
-
-    return start, reported_metrics(job)
-
-
-def supernet_spec(spec):
-    """A Mix'n'Match run's settings: the supernet's path made absolute (the study stores it),
-    and the space the supernet records unless the run names one."""
-    from tnas.workers.mixnmatch import supernet_space
-
-    path = str(Path(spec.supernet).expanduser().resolve())
-    changes = {"supernet": path}
-    if "space" not in spec.model_fields_set:
-        recorded = supernet_space(path)
-        if not recorded:
-            raise ValueError(f"{spec.supernet}: the supernet records no space; pass --space")
-        changes["space"] = recorded
-    return spec.model_copy(update=changes)
-
-
-def supernet_job(spec, space, profile):
-    """The job of a Mix'n'Match run, once the supernet loads and fits the task and the space,
-    and the `SupernetCache` holding it."""
-    from tnas.workers.mixnmatch import SupernetCache, SupernetJob, check_space
-    from tnas.workers.tasks import parse_task
-
-    supernets = SupernetCache()
-    supernet = supernets.get(spec.supernet)
-    check_space(supernet.config, space, parse_task(spec.task))
-    return SupernetJob(task=spec.task, supernet=spec.supernet, profile=profile), supernets
-
-
-def run_search(spec, resume: bool = False) -> None:
-    """Validate everything, then open the database and the evaluator, and drive the search."""
+def run_search(start) -> None:
+    """Run `start(progress)` (a `tnas.launch` call) under a rich progress bar, drawn once the
+    search has started (a refused one prints its one line alone); print how it ended and the
+    front."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from tnas.search import run as runs
     from tnas.search.db import StorageError
+    from tnas.search.run import RunError
 
-    try:
-        if spec.supernet:
-            spec = supernet_spec(spec)
-        space = runs.load_run_space(spec)
-        pool = runs.read_pool(spec.pool, space) if spec.pool else None
-        start_evaluator, metric_names = build_evaluator(spec, space)
-        constraints = runs.check_run(spec, space, metric_names)
-    except (*USER_ERRORS, OSError) as err:  # OSError: a pool or table that cannot be read
-        raise fail(" ".join(str(err).split())) from None
-    db = open_db(spec.storage)
-    try:
-        study = runs.open_study(spec, db, space)
-        if resume:
-            orphans = runs.requeue_orphans(study, space)
-            console.print(f"resuming {spec.study_name}: {orphans} orphaned trial(s) re-queued")
-    except (runs.RunError, StorageError) as err:
-        raise fail(redact_url(str(err))) from None
-    evaluator = start_evaluator()
-    columns = (
+    bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[status]}"),
+        console=console,
     )
-    with Progress(*columns, console=console) as bar:
-        task_id = bar.add_task(spec.study_name, total=spec.trials, status="starting")
+    bar_task = []
 
-        def update(progress) -> None:
-            bar.update(
-                task_id,
-                completed=progress.finished,
-                status=(
-                    f"failed {progress.failed}, running {progress.in_flight}, "
-                    f"front {progress.front_size}, HV {progress.hypervolume:.4g}"
-                ),
-            )
+    def update(progress) -> None:
+        if not bar_task:  # the first call: the search has started
+            if progress.requeued is not None:
+                console.print(
+                    f"resuming {progress.study}: {progress.requeued} orphaned trial(s) re-queued"
+                )
+            bar.start()
+            bar_task.append(bar.add_task(progress.study, total=progress.total, status=""))
+        bar.update(
+            bar_task[0],
+            completed=progress.finished,
+            status=(
+                f"failed {progress.failed}, running {progress.in_flight}, "
+                f"front {progress.front_size}, HV {progress.hypervolume:.4g}"
+            ),
+        )
 
-        driver = runs.make_driver(spec, study, space, evaluator, db, constraints, pool, update)
-        try:
-            progress = driver.run()
-        except StorageError as err:  # every earlier write is kept: `tnas search resume` goes on
-            raise fail(redact_url(str(err))) from None
-        finally:
-            evaluator.close()
-    if progress.stopped == "interrupted":
-        console.print(f"interrupted: resume with `tnas search resume {spec.study_name}`")
+    try:
+        result = start(update)
+    except (RunError, StorageError) as err:
+        raise fail(str(err)) from None
+    finally:
+        if bar_task:
+            bar.stop()
+    if result.interrupted:
+        console.print(f"interrupted: resume with `tnas search resume {result.study}`")
         raise typer.Exit(code=130)
-    console.print(f"{spec.study_name}: {progress.stopped}; front of {progress.front_size}")
-    show_pareto(db, spec.study_name)
+    console.print(f"{result.study}: {result.stopped}; front of {len(result.front)}")
+    print_rows(result.front, f"Pareto front of {result.study}")
 
 
 @search_app.command("launch")
@@ -432,7 +357,7 @@ def search_launch(
     constraint: list[str] = typer.Option(None, help="e.g. 'params<=2e6', repeatable"),
     trials: int = typer.Option(None, help="evaluated trials in the study [40]"),
     workers: int = typer.Option(None, help="Ray workers; 0 runs trials in this process [2]"),
-    sampler: str = typer.Option(None, help="nsga2, nsga3, tpe, gp, random or linas [nsga2]"),
+    sampler: str = typer.Option(None, help=SAMPLER_HELP),
     seed: int = typer.Option(None, help="seed of the sampler and of training [0]"),
     study: str = typer.Option(None, help="study name [SPACE-TASK-SAMPLER-sSEED]"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
@@ -449,9 +374,9 @@ def search_launch(
     ),
 ):
     """Run a multi-objective architecture search; every trial and front goes to the database."""
-    from tnas.search.run import RunError, RunSpec
+    from tnas.launch import launch
 
-    options = {
+    settings = {
         "space": space,
         "task": task,
         "objectives": objective or None,
@@ -470,14 +395,7 @@ def search_launch(
         "trial_timeout": trial_timeout,
         "supernet": supernet,
     }
-    try:
-        if run_file:
-            spec = RunSpec.from_yaml(run_file, **options)
-        else:
-            spec = RunSpec.build({k: v for k, v in options.items() if v is not None})
-    except RunError as err:
-        raise fail(str(err)) from None
-    run_search(spec)
+    run_search(lambda progress: launch(run_file, progress=progress, **settings))
 
 
 @search_app.command("resume")
@@ -486,33 +404,10 @@ def search_resume(
     storage: str = typer.Option(None, help=STORAGE_HELP),
 ):
     """Continue a study whose driver died; orphaned trials are failed and re-queued."""
-    from tnas.search.run import RunError, RunSpec
+    from tnas.launch import resume
 
     study = study_arg(study)
-    db = open_db(storage)
-    try:
-        run = load_study_attrs(db, study).get("run")
-        if not isinstance(run, dict):
-            raise LookupError(f"study {study!r} has no stored run settings")
-        spec = RunSpec.build(run | {"storage": db.url, "study": study})
-    except (LookupError, RunError) as err:
-        raise fail(str(err)) from None
-    run_search(spec, resume=True)
-
-
-def load_study_attrs(db, name: str) -> dict:
-    import optuna
-
-    try:
-        study = optuna.load_study(study_name=name, storage=db.optuna_storage())
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(db.optuna_storage())]
-        raise LookupError(
-            f"no study {name!r} in {redact_url(db.url)}; studies: {', '.join(names) or 'none'}"
-        ) from None
-    if not isinstance(study.user_attrs.get("tnas"), dict):
-        raise LookupError(f"study {name!r} was not made by tnas search")
-    return study.user_attrs["tnas"]
+    run_search(lambda progress: resume(study, storage=storage, progress=progress))
 
 
 def cell(column: str, value) -> str:
@@ -547,12 +442,6 @@ def emit(rows: list[dict], fmt: str, title: str) -> None:
         raise fail(str(err)) from None
 
 
-def show_pareto(db, study: str) -> None:
-    from tnas.search.query import pareto_rows
-
-    print_rows(pareto_rows(db, study), f"Pareto front of {study}")
-
-
 @app.command("studies")
 def studies_command(storage: str = typer.Option(None, help=STORAGE_HELP)):
     """List studies with their trial counts and front sizes."""
@@ -564,9 +453,9 @@ def studies_command(storage: str = typer.Option(None, help=STORAGE_HELP)):
 @app.command("trials")
 def trials_command(
     study: str = typer.Argument(...),
-    state: list[str] = typer.Option(None, help="COMPLETE, FAIL, RUNNING, ... (repeatable)"),
+    state: list[str] = typer.Option(None, help=STATE_HELP),
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ):
     """List a study's trials."""
     from tnas.search.query import list_trials
@@ -583,7 +472,7 @@ def trials_command(
 def pareto_command(
     study: list[str] = typer.Argument(..., help="one study, or several to overlay in --plot"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     history: bool = typer.Option(False, help="the front's snapshots over time"),
     plot: str = typer.Option(None, help="write a scatter to FILE.png or FILE.html"),
 ):
@@ -664,7 +553,7 @@ def predictors_calibrate(
 def predictors_report(
     study: str = typer.Argument(..., help="a study searched with --sampler linas"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    fmt: str = typer.Option("table", "--format", help="table, json or csv"),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ):
     """Predictor quality per round: Kendall tau, Spearman and MAPE on held-out trials."""
     from tnas.search.query import predictor_report
@@ -680,41 +569,6 @@ def predictors_report(
     if fmt == "table":  # narrow enough for a terminal; json and csv keep the timestamps
         rows = [{k: v for k, v in row.items() if k != "created_at"} for row in rows]
     emit(rows, fmt, f"predictor quality of {study}")
-
-
-def study_submodel(storage: str | None, name: str, number: int) -> tuple[str, ArchConfig]:
-    """The supernet path and the submodel config (adapted to the task) of trial `number` of a
-    study searched with `--supernet`, from the study's stored run settings."""
-    import optuna
-
-    from tnas.workers.tasks import parse_task
-
-    db = open_db(storage)
-    try:
-        run = load_study_attrs(db, name).get("run", {})
-    except LookupError as err:
-        raise fail(str(err)) from None
-    if not isinstance(run, dict) or not isinstance(run.get("supernet"), str):
-        raise fail(
-            f"study {name!r} was not searched with --supernet; "
-            "use tnas extract --supernet CKPT --config SUB.json"
-        )
-    trials = optuna.load_study(study_name=name, storage=db.optuna_storage()).get_trials(
-        deepcopy=False
-    )
-    found = [t for t in trials if t.number == number]
-    if not found:
-        span = f"trials 0..{len(trials) - 1}" if trials else "no trials"
-        raise fail(f"study {name!r} has no trial {number} ({span})")
-    attrs = found[0].user_attrs
-    if "config" not in attrs:
-        reason = attrs.get("reason") or found[0].state.name.lower()
-        raise fail(f"trial {number} of study {name!r} has no config ({reason})")
-    try:
-        config = parse_task(run["task"]).adapt(ArchConfig.from_dict(attrs["config"]))
-    except USER_ERRORS as err:
-        raise fail(f"trial {number} of study {name!r}: {err}") from None
-    return run["supernet"], config
 
 
 supernet_app = typer.Typer(no_args_is_help=True, help="MatFormer supernets.")
@@ -740,27 +594,27 @@ def supernet_train(
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ):
     """Train a supernet jointly (MatFormer); `tnas extract` then cuts submodels out of it."""
-    import torch
-
-    from tnas.elastic.train import run_training, train_supernet_on_ray, training_state_path
     from tnas.nn.checkpoint import CheckpointError
+    from tnas.workers.supernet import train_supernet_job, training_state_path
     from tnas.workers.train import Budget, TrialFailed
 
     output_arg(out, "--out")
     output_arg(str(training_state_path(out)), "--out's training state")
     try:
         budget = Budget(steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
-        every = checkpoint_every or None
-        if ray or ray_address:
-            report = train_supernet_on_ray(
-                space, task, budget, checkpoint=out, strategy=strategy, samples=samples,
-                checkpoint_every=every, resume=resume, num_cpus=cpus, address=ray_address,
-            )  # fmt: skip
-        else:
-            torch.set_num_threads(cpus)
-            report = run_training(space, task, budget, out, strategy, samples, every, resume, cpus)
-            if report["status"] != "ok":
-                raise TrialFailed(report["reason"], report["message"])
+        report = train_supernet_job(
+            space,
+            task,
+            budget,
+            out,
+            strategy=strategy,
+            samples=samples,
+            checkpoint_every=checkpoint_every or None,
+            resume=resume,
+            threads=cpus,
+            ray=ray,
+            address=ray_address,
+        )
     except TrialFailed as err:
         typer.echo(f"error: supernet training failed: {err}", err=True)
         raise typer.Exit(code=1) from None
@@ -787,8 +641,9 @@ def extract_command(
     """Cut a submodel out of a MatFormer supernet as a standalone model (`tnas.load_model`):
     `--supernet CKPT --config SUB.json`, or `--study NAME --trial N` for a trial of a
     Mix'n'Match search (its config, its study's supernet)."""
-    from tnas.elastic import Submodel, extract, load_supernet
-    from tnas.nn.checkpoint import CONFIG_FILE, MODEL_FILE, save_model
+    from tnas.elastic import Submodel
+    from tnas.elastic.extraction import extract_to
+    from tnas.nn.checkpoint import CONFIG_FILE, MODEL_FILE
 
     output_arg(out, "--out", inside=(MODEL_FILE, CONFIG_FILE))
     by_file = supernet is not None or config is not None
@@ -801,7 +656,12 @@ def extract_command(
         raise fail("--study and --trial go together")
     provenance = {}
     if by_study:
-        supernet, sub_config = study_submodel(storage, study_arg(study), trial)
+        from tnas.launch import study_submodel
+
+        try:
+            supernet, sub_config = study_submodel(study_arg(study), trial, storage)
+        except (LookupError, *USER_ERRORS) as err:
+            raise fail(str(err)) from None
         kept = None
         provenance = {"study": study, "trial": str(trial)}
     else:
@@ -811,20 +671,14 @@ def extract_command(
         except (ConfigError, OSError) as err:
             raise fail(f"{config}: {err}") from None
     try:
-        loaded = load_supernet(supernet)
-        sub = loaded.resolve(sub_config, kept)
+        written = extract_to(supernet, sub_config, kept, out, **provenance)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
-    model = extract(loaded, sub)
-    provenance |= {"supernet": loaded.config.hash, "kept": ",".join(map(str, sub.kept))}
-    try:
-        save_model(model, out, **provenance)
     except OSError as err:
         raise fail(f"{out}: {err}") from None
-    params = sum(p.numel() for p in model.parameters())
     typer.echo(
-        f"wrote {out}: {sub.config.short_hash}, {params:,} params, "
-        f"supernet layers {list(sub.kept)} of {loaded.config.n_layers}"
+        f"wrote {out}: {written.sub.config.short_hash}, {written.params:,} params, "
+        f"supernet layers {list(written.sub.kept)} of {written.supernet.n_layers}"
     )
 
 
@@ -836,29 +690,26 @@ def demo(
     max_params: float = typer.Option(2e6, help="sample only configs with at most this many"),
 ):
     """Sample one small model from a space, summarise it, and train it on `textlm`."""
-    from tnas.nn import summary
-    from tnas.workers.demo import sample_small
-    from tnas.workers.tasks import create_task
-    from tnas.workers.train import Budget, TrialFailed, train
+    from tnas.workers.demo import run_demo
+    from tnas.workers.train import TrialFailed
 
     loaded = open_space(space)
+
+    def sampled(config, described) -> None:
+        console.print(f"[bold]sampled from {loaded.name}[/bold] ({config.short_hash}):")
+        console.print_json(json.dumps(loaded.to_flat(config)))
+        console.print(
+            f"params {described.params:,}; forward FLOPs "
+            f"{described.flops / 1e9:.3f} G per {described.seq_len} tokens"
+        )
+
     try:
-        config = sample_small(loaded, seed, max_params)
-    except USER_ERRORS as err:
-        raise fail(str(err)) from None
-    console.print(f"[bold]sampled from {loaded.name}[/bold] ({config.short_hash}):")
-    console.print_json(json.dumps(loaded.to_flat(config)))
-    task = create_task("textlm")
-    result_summary = summary(task.adapt(config))
-    console.print(
-        f"params {result_summary.params:,}; forward FLOPs "
-        f"{result_summary.flops / 1e9:.3f} G per {result_summary.seq_len} tokens"
-    )
-    try:
-        result = train(config, task, Budget(steps=steps, batch_size=8, lr=3e-3, seed=seed))
+        result = run_demo(loaded, steps, seed, max_params, on_sampled=sampled).result
     except TrialFailed as err:
         typer.echo(f"error: trial failed: {err}", err=True)
         raise typer.Exit(code=1) from None
+    except USER_ERRORS as err:
+        raise fail(str(err)) from None
     first = result.curve[0][1] / math.log(2)
     console.print(
         f"training bits/byte {first:.3f} -> validation bits/byte {result.metrics['bpb']:.3f} "

@@ -144,7 +144,7 @@ def test_a_config_outside_the_supernet_fails_with_its_reason(files):
     for key in ("a", "b"):
         evaluator.submit(key, small)
     assert [r["status"] for r in evaluator.collect()] == ["ok", "ok"]
-    assert evaluator.supernets.loads == 1
+    assert evaluator.cache.supernets.loads == 1
 
 
 @pytest.mark.parametrize(

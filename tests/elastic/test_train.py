@@ -6,19 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from tnas.elastic import (
-    Granularities,
-    Supernet,
+from tnas.elastic import Granularities, Supernet, load_supernet, save_supernet
+from tnas.nn.checkpoint import CheckpointError
+from tnas.space import DesignSpace
+from tnas.workers.supernet import (
     build_supernet,
     evaluate_submodel,
-    load_supernet,
-    save_supernet,
     train_supernet,
     train_supernet_on_ray,
     training_state_path,
 )
-from tnas.nn.checkpoint import CheckpointError
-from tnas.space import DesignSpace
 from tnas.workers.tasks import create_task
 from tnas.workers.tasks.digits import Digits
 from tnas.workers.train import Budget, TrialFailed

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from tnas.cli import app
 from tnas.search.pareto import pareto_front, to_minimization
+from tnas.search.samplers import SAMPLERS
 from tnas.space import load_space
 
 runner = CliRunner()
@@ -58,7 +59,7 @@ def evaluated(storage: str, study: str) -> list[optuna.trial.FrozenTrial]:
     ]
 
 
-@pytest.mark.parametrize("sampler", ["nsga2", "tpe", "random", "nsga3", "linas"])
+@pytest.mark.parametrize("sampler", list(SAMPLERS))
 def test_replay_search_stores_trials_and_the_front(table, tmp_path, sampler):
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     result = cli(

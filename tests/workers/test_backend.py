@@ -6,7 +6,7 @@ import pytest
 
 from tnas.nn.quant import quantize
 from tnas.space import ArchConfig, LayerConfig
-from tnas.workers.backend import ProfileSettings, TrialJob, reported_metrics, run_trial
+from tnas.workers.backend import ProfileSettings, TrialJob, run_trial
 from tnas.workers.tasks import create_task
 from tnas.workers.train import Budget, train
 
@@ -64,8 +64,8 @@ def test_bits_change_accuracy_not_the_float_model(task):
 def test_reported_metrics_are_what_a_trial_reports(task, bits):
     report = run_trial("t0", tiny(*bits), PROFILED, task)
     assert report["status"] == "ok", report
-    assert reported_metrics(PROFILED) <= set(report["metrics"])  # also batch, threads, ...
-    assert {"accuracy_fp32", "loss_fp32", "latency_ms"} <= reported_metrics(PROFILED)
+    assert PROFILED.metric_names() <= set(report["metrics"])  # also batch, threads, ...
+    assert {"accuracy_fp32", "loss_fp32", "latency_ms"} <= PROFILED.metric_names()
 
 
 def test_unsupported_bits_fail_before_training(task):

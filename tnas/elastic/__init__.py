@@ -1,8 +1,9 @@
-"""Elastic submodels: a MatFormer supernet, its sliced forward, joint training, and extraction.
+"""Elastic submodels: a MatFormer supernet, its sliced forward, its granularities, extraction.
 
-`tnas.elastic.submodel` (what a submodel is) imports no torch; `Supernet`, `extract`,
-`save_supernet`, `load_supernet` and the training functions (`train_supernet`,
-`train_supernet_on_ray`, `build_supernet`) import it when first used.
+`tnas.elastic.submodel` (what a submodel is) imports no torch; `Supernet`, `Granularities`,
+`extract`, `save_supernet` and `load_supernet` import it when first used. Training a supernet
+on a task (`train_supernet`, `build_supernet`, on Ray too) needs tasks and budgets, so it lives
+with the workers, in `workers/supernet.py`.
 
 >>> from tnas.elastic import Supernet
 >>> net = Supernet.from_space("matformer")
@@ -19,16 +20,10 @@ from tnas.elastic.submodel import Submodel, SubmodelError, default_kept, largest
 _LAZY = {
     "Supernet": "tnas.elastic.supernet",
     "extract": "tnas.elastic.extraction",
+    "extract_to": "tnas.elastic.extraction",
     "save_supernet": "tnas.elastic.extraction",
     "load_supernet": "tnas.elastic.extraction",
-    "Granularities": "tnas.elastic.train",
-    "StepReport": "tnas.elastic.train",
-    "SupernetTrainResult": "tnas.elastic.train",
-    "build_supernet": "tnas.elastic.train",
-    "evaluate_submodel": "tnas.elastic.train",
-    "train_supernet": "tnas.elastic.train",
-    "train_supernet_on_ray": "tnas.elastic.train",
-    "training_state_path": "tnas.elastic.train",
+    "Granularities": "tnas.elastic.granularities",
 }
 
 
@@ -40,20 +35,14 @@ def __getattr__(name: str):
 
 __all__ = [
     "Granularities",
-    "StepReport",
     "Submodel",
     "SubmodelError",
     "Supernet",
-    "SupernetTrainResult",
-    "build_supernet",
     "default_kept",
-    "evaluate_submodel",
     "extract",
+    "extract_to",
     "largest",
     "load_supernet",
     "resolve",
     "save_supernet",
-    "train_supernet",
-    "train_supernet_on_ray",
-    "training_state_path",
 ]

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import Tensor
@@ -42,6 +43,7 @@ from tnas.nn.checkpoint import (
     json_header,
     load_tensors,
     read_safetensors,
+    save_model,
     shared_names,
     write_safetensors,
 )
@@ -151,3 +153,32 @@ def load_supernet(path: str | Path, config: ArchConfig | None = None) -> Superne
 
 
 __all__ = ["extract", "load_supernet", "save_supernet", "sliced_tensors"]
+
+
+@dataclass(frozen=True)
+class Extracted:
+    """What `extract_to` wrote: the submodel placed in its supernet, its size, the supernet."""
+
+    sub: Submodel
+    params: int
+    supernet: ArchConfig
+
+
+def extract_to(
+    supernet_path: str | Path,
+    config: ArchConfig,
+    kept: Sequence[int] | None,
+    out: str | Path,
+    **provenance: str,
+) -> Extracted:
+    """Load a supernet checkpoint, place `config` in it (`kept`: its supernet layers, default
+    `default_kept`), cut the submodel out and write it to `out` as `model.safetensors` and
+    `config.json` (`tnas.load_model(out)` rebuilds it). One-line `ValueError`s for a bad
+    checkpoint or a config outside the supernet; `OSError` if `out` cannot be written."""
+    supernet = load_supernet(supernet_path)
+    sub = supernet.resolve(config, kept)
+    model = extract(supernet, sub)
+    provenance |= {"supernet": supernet.config.hash, "kept": ",".join(map(str, sub.kept))}
+    save_model(model, out, **provenance)
+    params = sum(p.numel() for p in model.parameters())
+    return Extracted(sub, params, supernet.config)

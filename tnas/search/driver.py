@@ -27,47 +27,21 @@ import numpy as np
 from tnas.search.db import StorageError
 from tnas.search.evaluator import Evaluator
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
+from tnas.search.settings import NOT_EVALUATED, Objective
 from tnas.space import ArchConfig, DesignSpace
 from tnas.space.constraints import Constraint
 
 # Consecutive suggestions that are infeasible or already evaluated before the driver gives up.
 MAX_WASTED_ASKS = 200
-# Failed trials that were never evaluated, so they do not count against the budget.
-NOT_EVALUATED = frozenset(
-    {"infeasible", "duplicate_in_flight", "orphaned", "interrupted", "search_timeout"}
-)
-
-
-@dataclass(frozen=True)
-class Objective:
-    """A metric and its direction, written `name:max` or `name:min` on the command line.
-
-    >>> Objective.parse("accuracy:max")
-    Objective(name='accuracy', direction='max')
-    """
-
-    name: str
-    direction: str
-
-    @classmethod
-    def parse(cls, text: str) -> Objective:
-        name, _, direction = text.partition(":")
-        if not name or direction not in ("max", "min"):
-            raise ValueError(f"objective {text!r} must be NAME:max or NAME:min")
-        return cls(name.strip(), direction)
-
-    @property
-    def optuna_direction(self) -> str:
-        return "maximize" if self.direction == "max" else "minimize"
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "direction": self.direction}
 
 
 @dataclass
 class Progress:
-    """What the progress bar shows."""
+    """What the progress bar shows: the study, its budget, and how far it has come."""
 
+    study: str = ""
+    total: int = 0  # the trial budget
+    requeued: int | None = None  # orphaned trials re-queued, when this run is a resume
     finished: int = 0  # evaluated trials, completed or failed
     failed: int = 0
     duplicates: int = 0
@@ -106,6 +80,7 @@ class SearchDriver:
         self.in_flight: dict[str, tuple[object, ArchConfig]] = {}
         self.interrupted = threading.Event()
         self.front_numbers: frozenset[int] = frozenset()
+        self.progress.study, self.progress.total = self.study.study_name, self.n_trials
 
     def feasible(self, config: ArchConfig) -> bool:
         quantities = config.derived()

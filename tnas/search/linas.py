@@ -38,16 +38,13 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from tnas.predictors import PREDICTORS
 from tnas.search.pareto import hypervolume, nondominated_sort, pareto_front, reference_point
+from tnas.search.settings import NOT_EVALUATED, StudySettings
 from tnas.space import ArchConfig, DesignSpace
 from tnas.space.config import DERIVED_NAMES
 
-DEFAULT_FAMILIES = ("ridge", "svr", "gbt", "mlp_ensemble")
-# Failure reasons of trials that were never evaluated (the driver's NOT_EVALUATED): their
-# configs may be proposed again.
-RETRYABLE = frozenset(
-    {"infeasible", "duplicate_in_flight", "orphaned", "interrupted", "search_timeout"}
-)
+DEFAULT_FAMILIES = tuple(PREDICTORS)  # every registered family competes in the selection
 
 
 @dataclass
@@ -177,7 +174,7 @@ class LinasSampler(BaseSampler):
                 taken.add(digest)
                 if "duplicate_of" not in attrs and "config" in attrs:
                     done[digest] = (ArchConfig.from_dict(attrs["config"]), list(trial.values))
-            elif trial.state == TrialState.FAIL and attrs.get("reason") not in RETRYABLE:
+            elif trial.state == TrialState.FAIL and attrs.get("reason") not in NOT_EVALUATED:
                 taken.add(digest)
         return done, taken, running
 
@@ -363,10 +360,7 @@ class LinasSampler(BaseSampler):
 
 
 def objective_names(study) -> list[str]:
-    stored = study.user_attrs.get("tnas", {}).get("objectives")
-    if stored and len(stored) == len(study.directions):
-        return [o["name"] for o in stored]
-    return [f"objective{i}" for i in range(len(study.directions))]
+    return StudySettings.of_study(study).objective_names
 
 
 def crowding_distance(points: np.ndarray) -> np.ndarray:

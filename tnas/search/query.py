@@ -24,13 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from tnas.search.settings import Objective, StudySettings
+
 if TYPE_CHECKING:
     from tnas.search.db import Database
 
 FORMATS = ("json", "csv")
 TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
 SHORT_HASH = 12
-_DIRECTIONS = {"max": "max", "maximize": "max", "min": "min", "minimize": "min"}
 
 
 def list_studies(db: Database) -> list[dict[str, Any]]:
@@ -284,6 +285,32 @@ def study_objectives(db: Database, study_name: str) -> list[dict[str, str]]:
     )
 
 
+def study_settings(db: Database, study_name: str) -> StudySettings:
+    """The settings tnas stored with a study (`StudySettings`); `LookupError` naming the
+    studies present if there is no such study, or if tnas search did not make it."""
+    storage = db.optuna_storage()
+    study_id = _study_id(db, study_name)
+    settings = StudySettings.of(
+        storage.get_study_user_attrs(study_id), storage.get_study_directions(study_id)
+    )
+    if not settings.made_by_tnas:
+        raise LookupError(f"study {study_name!r} was not made by tnas search")
+    return settings
+
+
+def study_trial(db: Database, study_name: str, number: int):
+    """Trial `number` of a study (an Optuna `FrozenTrial`); `LookupError` saying which trial
+    numbers exist if there is none."""
+    storage = db.optuna_storage()
+    study_id = _study_id(db, study_name)
+    trials = storage.get_all_trials(study_id, deepcopy=False)
+    found = [trial for trial in trials if trial.number == number]
+    if not found:
+        span = f"trials 0..{len(trials) - 1}" if trials else "no trials"
+        raise LookupError(f"study {study_name!r} has no trial {number} ({span})")
+    return found[0]
+
+
 def _study_id(db: Database, study_name: str) -> int:
     storage = db.optuna_storage()
     try:
@@ -300,24 +327,11 @@ def _study_id(db: Database, study_name: str) -> int:
 
 
 def _study_objectives(user_attrs: Mapping[str, Any], directions: Sequence[Any]) -> list[dict]:
-    stored = (user_attrs.get("tnas") or {}).get("objectives")
-    if stored:
-        return [_objective(objective) for objective in stored]
-    return [
-        {"name": f"value{position}", "direction": _direction(direction.name)}
-        for position, direction in enumerate(directions)
-    ]
+    return [o.to_dict() for o in StudySettings.of(user_attrs, directions).objectives]
 
 
 def _objective(objective: Mapping[str, str]) -> dict[str, str]:
-    return {"name": objective["name"], "direction": _direction(objective["direction"])}
-
-
-def _direction(text: str) -> str:
-    try:
-        return _DIRECTIONS[str(text).lower()]
-    except KeyError:
-        raise ValueError(f"unknown objective direction {text!r}; valid: max, min") from None
+    return Objective.from_dict(objective).to_dict()
 
 
 def _as_datetime(value: datetime | str) -> datetime:

@@ -15,9 +15,10 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from tnas.safety import UnsafeInput, redact_url, safe_name
-from tnas.search.driver import Objective, SearchDriver
+from tnas.search.driver import SearchDriver
 from tnas.search.samplers import SAMPLERS, create_sampler
-from tnas.space import ArchConfig, DesignSpace, SpaceError, load_space
+from tnas.search.settings import ATTR, Objective, StudySettings
+from tnas.space import ArchConfig, DesignSpace, SpaceError
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
 from tnas.space.errors import OneLineError, shown, unknown_name
 from tnas.space.yamlio import compose, read_document
@@ -276,24 +277,19 @@ def open_study(spec: RunSpec, db, space: DesignSpace | None = None, load_only: b
         directions=[o.optuna_direction for o in objectives],
         load_if_exists=True,
     )
-    stored = study.user_attrs.get("tnas")
-    wanted = [o.to_dict() for o in objectives]
-    if stored is None:
-        study.set_user_attr(
-            "tnas",
-            {
-                "objectives": wanted,
-                "space": spec.space,
-                "task": spec.task,
-                "sampler": spec.sampler,
-                "run": spec.stored(),
-            },
+    stored = StudySettings.of_study(study)
+    if not stored.made_by_tnas:
+        settings = StudySettings(
+            objectives=tuple(objectives),
+            space=spec.space,
+            task=spec.task,
+            sampler=spec.sampler,
+            run=spec.stored(),
         )
-    elif stored["objectives"] != wanted:
-        raise RunError(
-            f"study {name!r} exists with objectives "
-            f"{', '.join(o['name'] + ':' + o['direction'] for o in stored['objectives'])}"
-        )
+        study.set_user_attr(ATTR, settings.to_attr())
+    elif list(stored.objectives) != objectives:
+        texts = ", ".join(objective.text for objective in stored.objectives)
+        raise RunError(f"study {name!r} exists with objectives {texts}")
     return study
 
 
@@ -317,10 +313,6 @@ def requeue_orphans(study, space: DesignSpace) -> int:
             study.enqueue_trial(space.to_flat(config), skip_if_exists=False)
         count += 1
     return count
-
-
-def load_run_space(spec: RunSpec) -> DesignSpace:
-    return load_space(spec.space)
 
 
 def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update) -> SearchDriver:

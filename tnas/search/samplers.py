@@ -36,7 +36,35 @@ def _tpe(seed, population_size, space):
 def _gp(seed, population_size, space):
     import optuna
 
-    return optuna.samplers.GPSampler(seed=seed)
+    class GPSampler(optuna.samplers.GPSampler):
+        """Optuna's GP sampler, kept from proposing an infeasible point forever.
+
+        The GP learns only from completed trials, and the driver fails an infeasible
+        suggestion before evaluating it, so the GP never sees it and, its model unchanged,
+        suggests the same point again on every ask. A repeat of the searched values of a trial
+        that broke a constraint is sampled at random instead.
+        """
+
+        def sample_relative(self, study, trial, search_space):
+            params = super().sample_relative(study, trial, search_space)
+            if params and _repeats_infeasible(study, params):
+                return {}
+            return params
+
+    # our spaces are conditional (layers exist up to n_layers): the GP models the knobs every
+    # trial has, and the rest are sampled at random without a warning per knob and trial
+    return GPSampler(seed=seed, warn_independent_sampling=False)
+
+
+def _repeats_infeasible(study, params: dict) -> bool:
+    """Whether a failed trial that broke a constraint had the values `params` gives."""
+    from optuna.trial import TrialState
+
+    return any(
+        any(value > 0 for value in trial.constraints.values())
+        and all(trial.params.get(name) == value for name, value in params.items())
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+    )
 
 
 def _random(seed, population_size, space):

@@ -1,58 +1,34 @@
 """A trial's lifecycle: adapt the config to the task, train it, profile it, report a plain dict.
 
-Every evaluator (the Ray pool, a direct call, the replay table) reports the same dict:
+What a trial reports is described in `tnas.workers.reports`, which builds every report. A job
+says what each trial of a run does: a `TrialJob` trains and profiles (`run_trial`), a
+Mix'n'Match `SupernetJob` (`tnas.workers.mixnmatch`) evaluates a submodel of a trained
+supernet. Each kind has its own `run(key, config, cache)` and `metric_names()`, so evaluators
+(`InlineEvaluator`, the Ray pool) run any job the same way, with one `WorkerCache` per process.
 
-    {"key": str, "config_hash": str, "status": "ok" | "failed", "reason": None | code,
-     "error": None | one line, "metrics": {name: float}, "curve": [[step, loss], ...],
-     "fingerprint": {...}, "attempts": int,
-     "timings": {"train_s": float, "quantized_eval_s": float, "profile_s": float}}
-
-`config_hash` is the hash of the config as submitted (the search's key); `metrics` holds the
-task's metrics, `train_loss`, and the profile's `latency_ms`, `latency_iqr_ms`, `latency_cv`,
-`peak_mem_mb`, `params`, `flops` and `model_bytes`. Failure reasons: `nan_loss`,
-`unsupported_quantization`, `out_of_memory`, `timeout`, `worker_died`, `not_recorded` (replay),
-`not_a_submodel` (a Mix'n'Match config outside the supernet), `error`. A trial run by the Ray
-pool also says where it ran: `node_ip`, the address of its Ray node.
-
-The task's metrics (`accuracy`, `loss`, ...) are those of the model as it runs with each
-layer's `bits` (post-training quantization, `evaluate_quantized`), on the device latency is
-measured on (`job.profile.device`, or the training device without profiling); the float
-model's values come beside them as `accuracy_fp32`, `loss_fp32`, ..., equal to them when every
-layer is 32-bit. Bits without a real kernel on that device fail the trial
-(`unsupported_quantization`) before anything is trained.
+>>> job = TrialJob(task="digits", budget=Budget(steps=2, batch_size=8), profile=None)
+>>> sorted(job.metric_names())
+['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32', 'seconds', 'steps', 'train_loss']
+>>> evaluator = InlineEvaluator(job)
+>>> evaluator.submit("t0", ArchConfig(d_model=16, n_layers=1))
+>>> evaluator.collect()[0]["status"]
+'ok'
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 
 from tnas.space.config import ArchConfig
+from tnas.workers.reports import PROFILE_METRICS, failed, ok_report
 from tnas.workers.train import FP32_SUFFIX, Budget, TrialFailed, evaluate_quantized, train
 
-FAILURE_REASONS = (
-    "nan_loss",
-    "unsupported_quantization",
-    "out_of_memory",
-    "timeout",
-    "worker_died",
-    "not_recorded",
-    "not_a_submodel",
-    "error",
-)
-
-
-PROFILE_METRICS = (
-    "latency_ms",
-    "latency_iqr_ms",
-    "latency_cv",
-    "peak_mem_mb",
-    "params",
-    "flops",
-    "model_bytes",
-)
+if TYPE_CHECKING:
+    from tnas.workers.tasks.base import Task
 
 
 @dataclass(frozen=True)
@@ -66,6 +42,47 @@ class ProfileSettings:
     threads: int | None = None
 
 
+class Job(Protocol):
+    """What each trial of a run does (`TrialJob`, `SupernetJob`): a picklable value that Ray
+    actors receive with every trial. `task` is a `parse_task` spec."""
+
+    task: str
+
+    def metric_names(self) -> set[str]:
+        """The metric names a successful trial reports, whatever the config's bits."""
+        ...
+
+    def run(self, key: str, config: ArchConfig, cache: WorkerCache) -> dict:
+        """One trial's report; a failed trial is a report too, never an exception."""
+        ...
+
+
+class WorkerCache:
+    """One process's caches, kept across its trials: `task(spec)` builds each task once, and
+    `supernets` is the loaded Mix'n'Match supernet (a `SupernetCache`, which a `SupernetJob`
+    makes when it first needs one; None until then)."""
+
+    def __init__(self):
+        self.tasks: dict[str, Task] = {}
+        self.supernets = None
+
+    def task(self, spec: str) -> Task:
+        """The task of `parse_task(spec)`, built on the first call for `spec`."""
+        from tnas.workers.tasks import parse_task
+
+        if spec not in self.tasks:
+            self.tasks[spec] = parse_task(spec)
+        return self.tasks[spec]
+
+
+def evaluation_metric_names(task: Task, profiled: bool) -> set[str]:
+    """What evaluating a model on `task` reports: the task's metrics with each layer's bits
+    and in float (`<name>_fp32`), and the profile's metrics when `profiled`."""
+    names = {metric.name for metric in task.metrics}
+    names |= {name + FP32_SUFFIX for name in names}
+    return names | set(PROFILE_METRICS) if profiled else names
+
+
 @dataclass(frozen=True)
 class TrialJob:
     """What every trial of a run does: the task (a `parse_task` spec), the budget, profiling."""
@@ -74,46 +91,25 @@ class TrialJob:
     budget: Budget = field(default_factory=Budget)
     profile: ProfileSettings | None = field(default_factory=ProfileSettings)
 
+    def metric_names(self) -> set[str]:
+        """The metric names a successful trial reports, whatever the config's bits.
 
-def reported_metrics(job) -> set[str]:
-    """The metric names a successful trial of `job` reports, whatever the config's bits; a
-    Mix'n'Match `SupernetJob` reports no training metrics (`supernet_metrics`).
+        >>> sorted(TrialJob(task="digits", profile=None).metric_names())
+        ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32', 'seconds', 'steps', 'train_loss']
+        """
+        from tnas.workers.tasks import parse_task
 
-    >>> sorted(reported_metrics(TrialJob(task="digits", profile=None)))
-    ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32', 'seconds', 'steps', 'train_loss']
-    """
-    from tnas.workers.tasks import parse_task
+        names = evaluation_metric_names(parse_task(self.task), self.profile is not None)
+        return names | {"train_loss", "steps", "seconds"}
 
-    if not isinstance(job, TrialJob):
-        from tnas.workers.mixnmatch import supernet_metrics
-
-        return supernet_metrics(job)
-
-    task_names = {m.name for m in parse_task(job.task).metrics}
-    names = task_names | {name + FP32_SUFFIX for name in task_names}
-    names |= {"train_loss", "steps", "seconds"}
-    return names | set(PROFILE_METRICS) if job.profile is not None else names
+    def run(self, key: str, config: ArchConfig, cache: WorkerCache) -> dict:
+        """`run_trial` with the cache's task."""
+        return run_trial(key, config, self, cache.task(self.task))
 
 
 def deployment_device(job: TrialJob) -> str:
     """Where a trained model runs with its bits: the profiling device, else the training one."""
     return job.profile.device if job.profile is not None else job.budget.device
-
-
-def failed(key: str, config: ArchConfig, reason: str, error: str, **extra) -> dict:
-    """The report of a trial that produced no metrics."""
-    return {
-        "key": key,
-        "config_hash": config.hash,
-        "status": "failed",
-        "reason": reason,
-        "error": error.splitlines()[0] if error else reason,
-        "metrics": {},
-        "curve": [],
-        "fingerprint": {},
-        "timings": {},
-        "attempts": 1,
-    } | extra
 
 
 def profile_into(metrics: dict, timings: dict, config: ArchConfig, model, settings) -> dict:
@@ -150,22 +146,7 @@ def failure_report(err: Exception, key: str, config: ArchConfig, timings: dict) 
     return failed(key, config, "error", f"{type(err).__name__}: {err}", timings=timings)
 
 
-def ok_report(key, config: ArchConfig, metrics: dict, curve, fingerprint, timings) -> dict:
-    return {
-        "key": key,
-        "config_hash": config.hash,
-        "status": "ok",
-        "reason": None,
-        "error": None,
-        "metrics": metrics,
-        "curve": [list(point) for point in curve],
-        "fingerprint": fingerprint,
-        "timings": timings,
-        "attempts": 1,
-    }
-
-
-def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
+def run_trial(key: str, config: ArchConfig, job: TrialJob, task: Task | None = None) -> dict:
     """Train and profile one config; failures come back as a report, never as an exception.
 
     `task` is the already-built task for `job.task` (callers cache it); built when omitted.
@@ -193,40 +174,25 @@ def run_trial(key: str, config: ArchConfig, job: TrialJob, task=None) -> dict:
     return ok_report(key, config, metrics, result.curve, fingerprint, timings)
 
 
-def run_job(key: str, config: ArchConfig, job, task=None, supernets=None) -> dict:
-    """`run_trial` for a `TrialJob`; `run_submodel_trial` (no training) for a `SupernetJob`,
-    with `supernets` the caller's `SupernetCache`."""
-    if isinstance(job, TrialJob):
-        return run_trial(key, config, job, task)
-    from tnas.workers.mixnmatch import run_submodel_trial
-
-    return run_submodel_trial(key, config, job, task, supernets)
-
-
 class InlineEvaluator:
     """Runs each trial in this process when it is submitted: the direct-call baseline.
 
     It has the same `submit`/`collect`/`close` API as `RayPool`, with one slot. `job` is a
-    `TrialJob` or a Mix'n'Match `SupernetJob`; `supernets` is a `SupernetCache` (made when
-    needed), so a supernet is loaded once.
+    `TrialJob` or a Mix'n'Match `SupernetJob`; `cache` is this process's `WorkerCache` (a new
+    one by default), so a task is built and a supernet loaded once. The task is built here, so
+    a bad task spec raises before any trial.
     """
 
     slots = 1
 
-    def __init__(self, job, supernets=None):
-        from tnas.workers.tasks import parse_task
-
+    def __init__(self, job: Job, cache: WorkerCache | None = None):
         self.job = job
-        self.task = parse_task(job.task)
-        self.supernets = supernets
-        if supernets is None and not isinstance(job, TrialJob):
-            from tnas.workers.mixnmatch import SupernetCache
-
-            self.supernets = SupernetCache(job.device)
+        self.cache = cache if cache is not None else WorkerCache()
+        self.cache.task(job.task)
         self.done: list[dict] = []
 
     def submit(self, key: str, config: ArchConfig) -> None:
-        self.done.append(run_job(key, config, self.job, self.task, self.supernets))
+        self.done.append(self.job.run(key, config, self.cache))
 
     def pending(self) -> int:
         return len(self.done)
@@ -237,3 +203,16 @@ class InlineEvaluator:
 
     def close(self) -> None:
         self.done = []
+
+
+__all__ = [
+    "InlineEvaluator",
+    "Job",
+    "ProfileSettings",
+    "TrialJob",
+    "WorkerCache",
+    "evaluation_metric_names",
+    "failure_report",
+    "profile_into",
+    "run_trial",
+]

@@ -3,7 +3,7 @@
 A `SupernetJob` is what `tnas search launch --supernet CKPT` runs for each trial instead of a
 `TrialJob`. `run_submodel_trial` adapts the config to the task, places it in the supernet
 (`Supernet.resolve`: a config outside the supernet fails, `not_a_submodel`), and reports the
-same plain dict as `run_trial`:
+same plain dict as `run_trial` (`tnas.workers.reports`):
 
 - the task's metrics of the float submodel from the supernet's sliced forward
   (`supernet(tokens, sub)`, run by `SlicedSubmodel` as an ordinary module), as `<name>_fp32`;
@@ -13,7 +13,8 @@ same plain dict as `run_trial`:
   the config's bits, not on the sliced supernet.
 
 Nothing is trained, so there is no `train_loss`, `steps`, `seconds` or learning curve. Each
-process loads a checkpoint once (`SupernetCache`, keyed by path, size and mtime).
+process loads a checkpoint once: `job.load(cache)` keeps it in the process's `WorkerCache`
+(a `SupernetCache`, keyed by path, size and mtime).
 
 >>> import tempfile
 >>> from pathlib import Path
@@ -29,7 +30,7 @@ process loads a checkpoint once (`SupernetCache`, keyed by path, size and mtime)
 ...                   profile=ProfileSettings(seq_len=16, repeats=2))
 >>> small = big.replace(n_layers=1, layers=(LayerConfig(n_heads=2, ffn_dim=16),))
 >>> report = run_submodel_trial("t0", small, job)
->>> report["status"], supernet_metrics(job) <= set(report["metrics"]), report["curve"]
+>>> report["status"], job.metric_names() <= set(report["metrics"]), report["curve"]
 ('ok', True, [])
 """
 
@@ -54,14 +55,14 @@ from tnas.elastic import (
 )
 from tnas.space.config import ArchConfig
 from tnas.workers.backend import (
-    PROFILE_METRICS,
     ProfileSettings,
-    failed,
+    WorkerCache,
+    evaluation_metric_names,
     failure_report,
-    ok_report,
     profile_into,
 )
-from tnas.workers.train import FP32_SUFFIX, TrainResult, TrialFailed, evaluate_quantized
+from tnas.workers.reports import failed, ok_report
+from tnas.workers.train import TrainResult, TrialFailed, evaluate_quantized
 
 
 @dataclass(frozen=True)
@@ -74,18 +75,26 @@ class SupernetJob:
     profile: ProfileSettings | None = field(default_factory=ProfileSettings)
     device: str = "cpu"
 
+    def metric_names(self) -> set[str]:
+        """The metric names a successful Mix'n'Match trial reports (no training metrics).
 
-def supernet_metrics(job: SupernetJob) -> set[str]:
-    """The metric names a successful Mix'n'Match trial reports (no training metrics).
+        >>> sorted(SupernetJob(task="digits", supernet="x", profile=None).metric_names())
+        ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32']
+        """
+        from tnas.workers.tasks import parse_task
 
-    >>> sorted(supernet_metrics(SupernetJob(task="digits", supernet="x", profile=None)))
-    ['accuracy', 'accuracy_fp32', 'loss', 'loss_fp32']
-    """
-    from tnas.workers.tasks import parse_task
+        return evaluation_metric_names(parse_task(self.task), self.profile is not None)
 
-    task_names = {m.name for m in parse_task(job.task).metrics}
-    names = task_names | {name + FP32_SUFFIX for name in task_names}
-    return names | set(PROFILE_METRICS) if job.profile is not None else names
+    def load(self, cache: WorkerCache) -> Supernet:
+        """The supernet, loaded once per process into `cache.supernets` (made here if None)
+        and again only when its file changes; the checkpoint's error if it cannot load."""
+        if cache.supernets is None:
+            cache.supernets = SupernetCache(self.device)
+        return cache.supernets.get(self.supernet)
+
+    def run(self, key: str, config: ArchConfig, cache: WorkerCache) -> dict:
+        """`run_submodel_trial` with the cache's task and supernet."""
+        return run_submodel_trial(key, config, self, cache)
 
 
 class SupernetCache:
@@ -164,24 +173,20 @@ def check_space(supernet: ArchConfig, space, task) -> None:
 
 
 def run_submodel_trial(
-    key: str,
-    config: ArchConfig,
-    job: SupernetJob,
-    task=None,
-    supernets: SupernetCache | None = None,
+    key: str, config: ArchConfig, job: SupernetJob, cache: WorkerCache | None = None
 ) -> dict:
     """Evaluate one config from the supernet and profile its extracted model; failures come
-    back as a report, never as an exception. `task` and `supernets` are the caller's caches."""
+    back as a report, never as an exception. `cache` is the caller's (a new one by default)."""
     from tnas.nn.quant import check_supported
     from tnas.workers.profile import device_fingerprint
-    from tnas.workers.tasks import parse_task
 
+    cache = cache if cache is not None else WorkerCache()
     timings: dict[str, float] = {}
     try:
-        task = task or parse_task(job.task)
+        task = cache.task(job.task)
         deployment = job.profile.device if job.profile is not None else job.device
         start = time.perf_counter()
-        supernet = (supernets or SupernetCache(job.device)).get(job.supernet)
+        supernet = job.load(cache)
         timings["load_s"] = time.perf_counter() - start
         try:
             sub = supernet.resolve(task.adapt(config))
@@ -215,5 +220,5 @@ __all__ = [
     "SupernetJob",
     "check_space",
     "run_submodel_trial",
-    "supernet_metrics",
+    "supernet_space",
 ]

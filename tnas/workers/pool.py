@@ -28,7 +28,8 @@ import ray.exceptions
 
 from tnas.space.config import ArchConfig
 from tnas.space.errors import one_line
-from tnas.workers.backend import TrialJob, failed, run_job
+from tnas.workers.backend import Job, WorkerCache
+from tnas.workers.reports import failed
 
 LOCAL_NODE_IP = os.environ.get("TNAS_RAY_NODE_IP", "127.0.0.2")
 # A worker whose actor fails to start this many times in a row is given up.
@@ -61,8 +62,8 @@ def connect(address: str | None = None, **init_kwargs) -> bool:
 
 
 class TrialActor:
-    """One worker process: pins its threads and cores, caches tasks and (for Mix'n'Match
-    jobs) the loaded supernet, runs trials."""
+    """One worker process: pins its threads and cores, keeps a `WorkerCache` (tasks and, for
+    Mix'n'Match jobs, the loaded supernet), runs trials."""
 
     def __init__(self, threads: int, cores: list[int] | None):
         import torch
@@ -70,25 +71,15 @@ class TrialActor:
         torch.set_num_threads(threads)
         if cores and hasattr(os, "sched_setaffinity"):
             os.sched_setaffinity(0, cores)
-        self.tasks: dict = {}
-        self.supernets = None
+        self.cache = WorkerCache()
 
-    def run(self, key: str, config_json: str, job) -> dict:
-        from tnas.workers.tasks import parse_task
-
-        if job.task not in self.tasks:
-            self.tasks[job.task] = parse_task(job.task)
-        if self.supernets is None and not isinstance(job, TrialJob):
-            from tnas.workers.mixnmatch import SupernetCache
-
-            self.supernets = SupernetCache(job.device)
-        config = ArchConfig.from_json(config_json)
-        report = run_job(key, config, job, self.tasks[job.task], self.supernets)
+    def run(self, key: str, config_json: str, job: Job) -> dict:
+        report = job.run(key, ArchConfig.from_json(config_json), self.cache)
         return report | {"node_ip": ray.util.get_node_ip_address()}
 
     def supernet_loads(self) -> int:
         """How many times this actor loaded a supernet checkpoint."""
-        return 0 if self.supernets is None else self.supernets.loads
+        return 0 if self.cache.supernets is None else self.cache.supernets.loads
 
     def pid(self) -> int:
         return os.getpid()
@@ -115,7 +106,7 @@ class RayPool:
 
     def __init__(
         self,
-        job: TrialJob,
+        job: Job,
         workers: int = 2,
         threads_per_worker: int = 1,
         num_gpus: float = 0.0,

@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from tnas.space import ArchConfig, ConfigError, DesignSpace
+from tnas.workers.reports import failed, ok_report
 
 
 class ReplayError(ValueError):
@@ -131,23 +132,10 @@ class ReplayEvaluator:
         self.done: list[tuple[float, dict]] = []
 
     def answer(self, key: str, config: ArchConfig) -> dict:
-        base = {
-            "key": key,
-            "config_hash": config.hash,
-            "curve": [],
-            "fingerprint": {},
-            "timings": {},
-            "attempts": 1,
-            "error": None,
-        }
         row = self.rows.get(config.hash)
         if row is None:
-            return base | {
-                "status": "failed",
-                "reason": "not_recorded",
-                "metrics": {},
-                "error": f"config {config.short_hash} is not in the replay table",
-            }
+            message = f"config {config.short_hash} is not in the replay table"
+            return failed(key, config, "not_recorded", message)
         metrics = dict(row["metrics"])
         if self.noise:
             self.calls += 1
@@ -155,13 +143,9 @@ class ReplayEvaluator:
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
             metrics = {k: v * (1 + self.noise * rng.standard_normal()) for k, v in metrics.items()}
         if row["status"] != "ok":
-            return base | {
-                "status": "failed",
-                "reason": row["reason"] or "error",
-                "metrics": {},
-                "error": f"recorded as failed: {row['reason']}",
-            }
-        return base | {"status": "ok", "reason": None, "metrics": metrics}
+            message = f"recorded as failed: {row['reason']}"
+            return failed(key, config, row["reason"] or "error", message)
+        return ok_report(key, config, metrics)
 
     def submit(self, key: str, config: ArchConfig) -> None:
         self.done.append((time.monotonic() + self.delay, self.answer(key, config)))

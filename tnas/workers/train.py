@@ -171,3 +171,10 @@ def evaluate_quantized(result: TrainResult, task: Task, device: str = "cpu") -> 
     if bad:
         raise TrialFailed("nan_loss", f"quantized validation metrics are not finite: {bad}")
     return result.metrics | quantized | floats
+
+
+def train_quantized(config: ArchConfig, task: Task, budget: Budget) -> tuple[TrainResult, dict]:
+    """`train`, then `evaluate_quantized` on the training device: what `tnas train` reports,
+    the training result and its metrics (with each layer's bits, the float ones beside)."""
+    result = train(config, task, budget)
+    return result, evaluate_quantized(result, task, budget.device)

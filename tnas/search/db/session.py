@@ -58,6 +58,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from tnas.safety import redact_url
 from tnas.search.db.models import FrontMember, FrontSnapshot, PredictorRound
+from tnas.search.settings import Objective
 
 if TYPE_CHECKING:
     import optuna
@@ -75,7 +76,6 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Key of the PostgreSQL advisory lock that lets one process at a time run the migrations.
 MIGRATION_LOCK_KEY = 0x746E6173
 # Stored as "min"/"max", as tnas writes objectives everywhere; Optuna's words are accepted too.
-DIRECTIONS = {"min": "min", "max": "max", "minimize": "min", "maximize": "max"}
 # A lost PostgreSQL connection is retried this long, waiting FIRST_BACKOFF_S, then twice as
 # long each time up to MAX_BACKOFF_S, before the operation fails.
 RETRY_S = 30.0
@@ -594,12 +594,10 @@ class Database:
 
 
 def _objective(objective: Mapping[str, str]) -> dict[str, str]:
-    name, direction = objective.get("name"), str(objective.get("direction", "")).lower()
-    if not name or direction not in DIRECTIONS:
-        raise StorageError(
-            f"objective {dict(objective)!r} needs a name and a direction, min or max"
-        )
-    return {"name": str(name), "direction": DIRECTIONS[direction]}
+    try:
+        return Objective.from_dict(objective).to_dict()
+    except ValueError as err:
+        raise StorageError(str(err)) from None
 
 
 def _floats(values: Sequence[float], length: int, what: str) -> list[float]:

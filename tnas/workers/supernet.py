@@ -4,8 +4,8 @@ Each step draws one batch and sums the task loss of several submodels run on the
 shared weights, then takes one AdamW step (warmup and cosine LR from `Budget.lr_at`, gradient
 clipping, bf16 autocast on CUDA, as `tnas.workers.train.train` does):
 
-- `strategy="all"`: every nested granularity (`Granularities.nested`), as in MatFormer's joint
-  training of its g nested models;
+- `strategy="all"`: every nested granularity (`tnas.elastic.Granularities.nested`), as in
+  MatFormer's joint training of its g nested models;
 - `strategy="sandwich"`: the largest and the smallest submodel always, plus `samples` random
   Mix'n'Match submodels (per-layer choices drawn from the supernet's space).
 
@@ -15,6 +15,7 @@ A checkpoint is two safetensors files, each written atomically: the supernet its
 `resume=True` training continues from the checkpoint's step to the budget's, and the weights
 equal those of a run that was never interrupted. A NaN or infinite loss raises
 `TrialFailed("nan_loss")` before the step is applied, so the last checkpoint stays intact.
+`train_supernet_job` is what `tnas supernet train` runs, here or as one Ray task.
 
 >>> from tnas.space import DesignSpace
 >>> from tnas.workers.tasks import create_task
@@ -33,7 +34,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +43,8 @@ import torch
 from torch import Tensor, nn
 
 from tnas.elastic.extraction import extract, load_supernet, save_supernet
-from tnas.elastic.submodel import NESTED_HEAD_MIXERS, Submodel, default_kept, largest
+from tnas.elastic.granularities import Granularities
+from tnas.elastic.submodel import Submodel, largest
 from tnas.elastic.supernet import Supernet
 from tnas.nn.checkpoint import (
     CheckpointError,
@@ -53,13 +55,13 @@ from tnas.nn.checkpoint import (
 from tnas.space.config import ArchConfig
 from tnas.space.errors import one_line, unknown_name
 from tnas.space.space import DesignSpace, load_space
+from tnas.workers.tasks import parse_task
 from tnas.workers.tasks.base import Task
 from tnas.workers.train import Budget, TrialFailed
 
 STRATEGIES = ("sandwich", "all")
 STATE_KEY = "tnas.supernet_training"
 STATE_VERSION = 1
-DEFAULT_FRACTIONS = (8, 4, 2, 1)  # without a space: FFN at F/8, F/4, F/2, F, as in MatFormer
 RUN_FIELDS = ("config_hash", "strategy", "samples", "seed", "task", "batch_size", "space")
 
 
@@ -82,84 +84,6 @@ def build_supernet(space: DesignSpace | str, task: Task, seed: int = 0) -> Super
     name = space if isinstance(space, str) else space.name
     torch.manual_seed(seed)
     return Supernet(task.adapt(largest(loaded)), space=name)
-
-
-def _fit(supernet: Supernet, ffn_dims: Sequence[int], heads: int, depth: int) -> Submodel:
-    """A submodel of `depth` layers (placed by `default_kept`), each layer's FFN width and head
-    count capped at its supernet layer's (heads that do not nest stay the supernet's)."""
-    kept = default_kept(depth, supernet.config.n_layers)
-    bigs = [supernet.config.layers[i] for i in kept]
-    widths = [min(width, big.ffn_dim) for width, big in zip(ffn_dims, bigs, strict=True)]
-    counts = [min(heads, b.n_heads) if b.mixer in NESTED_HEAD_MIXERS else b.n_heads for b in bigs]
-    return supernet.submodel(ffn_dim=widths, n_heads=counts, kept=kept)
-
-
-@dataclass(frozen=True)
-class Granularities:
-    """The nested choices training picks submodels from, each ascending: FFN widths, head
-    counts, depths; and the space Mix'n'Match samples come from (None: uniform per layer).
-
-    From a space, its `ffn_dim`, `n_heads` and `n_layers` values. Without one, MatFormer's
-    FFN widths F/8, F/4, F/2 and F, with every head and every layer (capped per layer).
-
-    >>> from tnas.space import load_space
-    >>> Granularities.of(Supernet.from_space("matformer"), load_space("matformer")).count
-    4
-    """
-
-    ffn_dims: tuple[int, ...]
-    n_heads: tuple[int, ...]
-    depths: tuple[int, ...]
-    space: DesignSpace | None = field(default=None, compare=False, repr=False)
-
-    @classmethod
-    def of(cls, supernet: Supernet, space: DesignSpace | None = None) -> Granularities:
-        if space is not None:
-            return cls(
-                tuple(sorted(space.values("ffn_dim"))),
-                tuple(sorted(space.values("n_heads"))),
-                tuple(sorted(space.values("n_layers"))),
-                space,
-            )
-        config = supernet.config
-        widest = max(layer.ffn_dim for layer in config.layers)
-        ffn = sorted({widest // d for d in DEFAULT_FRACTIONS if widest % d == 0})
-        heads = max(layer.n_heads for layer in config.layers)
-        return cls(tuple(ffn), (heads,), (config.n_layers,))
-
-    @property
-    def count(self) -> int:
-        """g, the number of nested granularities: the most values of any one knob."""
-        return max(len(self.ffn_dims), len(self.n_heads), len(self.depths))
-
-    def nested(self, supernet: Supernet) -> list[Submodel]:
-        """The g nested submodels, smallest first: the k-th takes each knob's value at relative
-        position k / (g - 1) of its choices, every layer alike (MatFormer's granularities)."""
-        g = self.count
-
-        def at(values: tuple[int, ...], k: int) -> int:
-            return values[math.floor(k * (len(values) - 1) / max(1, g - 1) + 0.5)]
-
-        chain = []
-        for k in range(g):
-            depth = at(self.depths, k)
-            chain.append(_fit(supernet, [at(self.ffn_dims, k)] * depth, at(self.n_heads, k), depth))
-        return chain
-
-    def sample(self, supernet: Supernet, rng: np.random.Generator) -> Submodel:
-        """A random Mix'n'Match submodel: `space.sample` (its scopes and constraints), or a
-        uniform depth and head count and a uniform FFN width per layer."""
-        if self.space is not None:
-            config = self.space.sample(rng)
-            return supernet.submodel(
-                ffn_dim=[layer.ffn_dim for layer in config.layers],
-                n_heads=[layer.n_heads for layer in config.layers],
-                n_layers=config.n_layers,
-            )
-        depth = self.depths[int(rng.integers(len(self.depths)))]
-        heads = self.n_heads[int(rng.integers(len(self.n_heads)))]
-        widths = [self.ffn_dims[int(rng.integers(len(self.ffn_dims)))] for _ in range(depth)]
-        return _fit(supernet, widths, heads, depth)
 
 
 @dataclass(frozen=True)
@@ -444,8 +368,6 @@ def run_training(
 ) -> dict:
     """The body of `train_supernet_on_ray`'s Ray task: a plain report dict, never a raise for a
     failed run (`status` "failed", with `reason` and `message`)."""
-    from tnas.workers.tasks import parse_task
-
     torch.set_num_threads(threads)
     task = parse_task(task_spec)
     loaded = load_space(space) if isinstance(space, str) else space
@@ -529,14 +451,60 @@ def train_supernet_on_ray(
     return report
 
 
+def train_supernet_job(
+    space: DesignSpace | str,
+    task: str,
+    budget: Budget,
+    checkpoint: str | Path,
+    *,
+    strategy: str = "sandwich",
+    samples: int = 2,
+    checkpoint_every: int | None = None,
+    resume: bool = False,
+    threads: int = 1,
+    ray: bool = False,
+    address: str | None = None,
+) -> dict:
+    """What `tnas supernet train` runs: `train_supernet` of a fresh `build_supernet(space,
+    task, budget.seed)` (`task` a `parse_task` spec), checkpointed at `checkpoint`; in this
+    process with `threads` torch threads, or, when `ray` or `address` is given, as one Ray
+    task reserving `threads` CPUs (`train_supernet_on_ray`, joining the cluster at `address`).
+
+    Returns `{"status": "ok", "checkpoint", "start_step", "step", "metrics", "curve"}`; a
+    failed run raises `TrialFailed`, a bad checkpoint `CheckpointError`, a bad argument
+    `ValueError`.
+    """
+    if ray or address:
+        return train_supernet_on_ray(
+            space,
+            task,
+            budget,
+            checkpoint=checkpoint,
+            strategy=strategy,
+            samples=samples,
+            checkpoint_every=checkpoint_every,
+            resume=resume,
+            num_cpus=threads,
+            address=address,
+        )
+    report = run_training(
+        space, task, budget, str(checkpoint), strategy, samples, checkpoint_every, resume, threads
+    )
+    if report["status"] != "ok":
+        raise TrialFailed(report["reason"], report["message"])
+    return report
+
+
 __all__ = [
     "STRATEGIES",
-    "Granularities",
     "StepReport",
     "SupernetTrainResult",
+    "TrainingState",
     "build_supernet",
     "evaluate_submodel",
+    "run_training",
     "train_supernet",
+    "train_supernet_job",
     "train_supernet_on_ray",
     "training_state_path",
 ]

@@ -1,0 +1,285 @@
+"""Searching from Python: `launch` a search and `resume` one, the path the CLI takes too.
+
+This is the one module that wires `tnas.search` (studies, samplers, the driver) to
+`tnas.workers` (what trains, measures or replays a config). A search's settings are a
+`RunSpec`: given as a YAML run file, a dict, a `RunSpec`, or keyword arguments (keywords
+override the rest). `launch` checks everything before it writes anything, opens or creates the
+study, starts the evaluator (trials in this process with `workers=0`, else a Ray pool, or a
+replay table), drives the search to its budget and returns a `SearchResult`.
+
+Progress goes to a callback, called with the driver's `Progress` (study, total, finished,
+failed, in flight, front size, hypervolume) each time a trial is recorded: the CLI draws a
+rich progress bar with it, a notebook whatever it likes.
+
+Bad settings raise `RunError` and a database that cannot be used `StorageError`; both are
+`ValueError`s with one-line messages, and nothing is written before the settings pass.
+
+>>> from tnas.launch import launch
+>>> result = launch(space="simq", task="digits", trials=4, workers=0, steps=20,
+...                 storage="sqlite:///demo.db", study="notebook")   # doctest: +SKIP
+>>> result.stopped, len(result.front)                                 # doctest: +SKIP
+('4 trials evaluated', 2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tnas.safety import redact_url
+from tnas.search.db import Database, StorageError
+from tnas.search.driver import Progress
+from tnas.search.run import RunError, RunSpec
+from tnas.space import ArchConfig, ConfigError, DesignSpace, SpaceError
+from tnas.space.errors import one_line
+
+ProgressCallback = Callable[[Progress], None]
+# What a user's settings can raise while they are checked: each becomes one RunError line.
+SETTING_ERRORS = (SpaceError, ConfigError, ValueError, OSError)
+
+
+@dataclass
+class SearchResult:
+    """How a search ended: its study, the database (password redacted), why it stopped, the
+    last progress figures, and the study's Pareto front (rows of `tnas pareto`)."""
+
+    study: str
+    storage: str
+    stopped: str
+    progress: Progress
+    front: list[dict] = field(default_factory=list)
+
+    @property
+    def interrupted(self) -> bool:
+        """Whether Ctrl-C stopped it; `resume` continues it."""
+        return self.stopped == "interrupted"
+
+
+@dataclass
+class Plan:
+    """A checked run: everything the search needs, nothing started or written yet."""
+
+    spec: RunSpec
+    space: DesignSpace
+    pool: list[ArchConfig] | None
+    constraints: list
+    start_evaluator: Callable[[], object]
+
+
+def run_spec(run: str | Path | Mapping | RunSpec | None = None, **settings) -> RunSpec:
+    """A run's settings: `run` (a YAML run file, a dict or a `RunSpec`) with `settings`
+    (those not None) on top. A bad setting is one `RunError` line.
+
+    >>> run_spec({"space": "simq"}, trials=8).trials
+    8
+    """
+    overrides = {key: value for key, value in settings.items() if value is not None}
+    if isinstance(run, str | Path):
+        return RunSpec.from_yaml(run, **overrides)
+    if isinstance(run, RunSpec):
+        run = run.model_dump(exclude_unset=True)
+    return RunSpec.build(dict(run or {}) | overrides)
+
+
+def launch(
+    run: str | Path | Mapping | RunSpec | None = None,
+    *,
+    progress: ProgressCallback | None = None,
+    **settings,
+) -> SearchResult:
+    """Run a multi-objective architecture search; every trial and front goes to the database.
+
+    `run` and `settings` are as `run_spec` takes them: the names of `RunSpec`'s fields
+    (`space`, `task`, `objectives`, `trials`, `workers`, `sampler`, `study`, `storage`, ...).
+    A study that exists already is joined (with the same objectives) and searched up to the
+    budget, counting its earlier trials.
+    """
+    return search(run_spec(run, **settings), progress=progress)
+
+
+def resume(
+    study: str, *, storage: str | None = None, progress: ProgressCallback | None = None
+) -> SearchResult:
+    """Continue a study whose driver died, with the settings stored when it was launched: its
+    orphaned RUNNING trials are failed (`orphaned`) and their configs queued again."""
+    from tnas.search.query import study_settings
+
+    db = open_database(storage)
+    try:
+        run = study_settings(db, study).run
+        if not run:
+            raise RunError(f"study {study!r} has no stored run settings")
+        spec = RunSpec.build(run | {"storage": db.url, "study": study})
+    except LookupError as err:
+        raise RunError(str(err)) from None
+    finally:
+        db.close()
+    return search(spec, resume=True, progress=progress)
+
+
+def open_database(storage: str | None) -> Database:
+    """The study database at `storage` (a URL or a .db file; default `$TNAS_STORAGE`, else
+    `sqlite:///tnas.db`); `StorageError` in one line if it cannot be used."""
+    return Database(storage)
+
+
+def search(
+    spec: RunSpec, resume: bool = False, progress: ProgressCallback | None = None
+) -> SearchResult:
+    """Check `spec`, open the study and the evaluator, and drive the search (what `launch`
+    and `resume` share)."""
+    from tnas.search import run as runs
+    from tnas.search.query import pareto_rows
+
+    plan = prepare(spec)
+    spec = plan.spec
+    db = open_database(spec.storage)
+    try:
+        study = runs.open_study(spec, db, plan.space)
+        requeued = runs.requeue_orphans(study, plan.space) if resume else None
+        evaluator = plan.start_evaluator()
+        try:
+            driver = runs.make_driver(
+                spec, study, plan.space, evaluator, db, plan.constraints, plan.pool, progress
+            )
+            driver.progress.requeued = requeued
+            if progress:
+                progress(driver.progress)
+            finished = driver.run()
+        finally:
+            evaluator.close()
+        return SearchResult(
+            study=spec.study_name,
+            storage=redact_url(db.url),
+            stopped=finished.stopped,
+            progress=finished,
+            front=pareto_rows(db, spec.study_name),
+        )
+    except StorageError as err:  # every earlier write is kept: `resume` goes on from there
+        raise StorageError(redact_url(str(err))) from None
+    finally:
+        db.close()
+
+
+def prepare(spec: RunSpec) -> Plan:
+    """Check a run without writing anything: its space, pool, evaluator, objectives and
+    constraints. Every problem is one `RunError` line."""
+    from tnas.search import run as runs
+    from tnas.space import load_space
+
+    try:
+        if spec.supernet:
+            spec = supernet_settings(spec)
+        space = load_space(spec.space)
+        pool = runs.read_pool(spec.pool, space) if spec.pool else None
+        start_evaluator, metric_names = build_evaluator(spec, space)
+        constraints = runs.check_run(spec, space, metric_names)
+    except RunError:
+        raise
+    except SETTING_ERRORS as err:  # OSError: a pool or table that cannot be read
+        raise RunError(one_line(err)) from None
+    return Plan(spec, space, pool, constraints, start_evaluator)
+
+
+def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], object], set[str]]:
+    """The evaluator a run names, as a function that starts it, and the metric names it
+    reports. Nothing is started yet: a table is read, a supernet loaded and checked."""
+    from tnas.workers.replay import parse_replay
+
+    replay_spec = spec.evaluator
+    if not replay_spec and spec.pool and '"metrics"' in Path(spec.pool).read_text()[:100_000]:
+        replay_spec = f"replay:{spec.pool}"  # a pool in the replay format is its own evaluator
+    if replay_spec and spec.supernet:
+        raise RunError(f"--supernet evaluates configs itself; it cannot go with {replay_spec}")
+    if replay_spec:
+        replay = parse_replay(replay_spec, space, slots=max(1, spec.workers), seed=spec.seed)
+        names = {name for row in replay.rows.values() for name in row["metrics"]}
+        return (lambda: replay), names
+    from tnas.workers.backend import ProfileSettings, TrialJob, WorkerCache
+    from tnas.workers.train import Budget
+
+    profile = ProfileSettings(
+        batch=spec.profile_batch, seq_len=spec.profile_seq_len, repeats=spec.profile_repeats
+    )
+    cache = WorkerCache()
+    if spec.supernet:
+        job = supernet_job(spec, space, profile, cache)
+    else:
+        budget = Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+        job = TrialJob(task=spec.task, budget=budget, profile=profile)
+
+    def start():
+        from tnas.workers.backend import InlineEvaluator
+        from tnas.workers.pool import RayPool
+
+        if spec.workers == 0:
+            return InlineEvaluator(job, cache)  # the supernet checked here is loaded once
+        return RayPool(
+            job, workers=spec.workers, address=spec.ray_address, trial_timeout=spec.trial_timeout
+        )
+
+    return start, job.metric_names()
+
+
+def supernet_settings(spec: RunSpec) -> RunSpec:
+    """A Mix'n'Match run's settings: the supernet's path made absolute (the study stores it),
+    and the space the supernet records unless the run names one."""
+    from tnas.workers.mixnmatch import supernet_space
+
+    path = str(Path(spec.supernet).expanduser().resolve())
+    changes = {"supernet": path}
+    if "space" not in spec.model_fields_set:
+        recorded = supernet_space(path)
+        if not recorded:
+            raise RunError(f"{spec.supernet}: the supernet records no space; pass --space")
+        changes["space"] = recorded
+    return spec.model_copy(update=changes)
+
+
+def supernet_job(spec: RunSpec, space: DesignSpace, profile, cache):
+    """The job of a Mix'n'Match run, once its supernet loads (into `cache`) and fits the task
+    and the space."""
+    from tnas.workers.mixnmatch import SupernetJob, check_space
+
+    job = SupernetJob(task=spec.task, supernet=spec.supernet, profile=profile)
+    supernet = job.load(cache)
+    check_space(supernet.config, space, cache.task(spec.task))
+    return job
+
+
+def study_submodel(study: str, number: int, storage: str | None = None) -> tuple[str, ArchConfig]:
+    """The supernet path and the submodel config (adapted to the task) of trial `number` of a
+    study searched with `supernet=`, from the study's stored settings: what `tnas extract
+    --study NAME --trial N` cuts out. A one-line `LookupError` if there is none."""
+    from tnas.search.query import study_settings, study_trial
+    from tnas.workers.tasks import parse_task
+
+    db = open_database(storage)
+    try:
+        names = [summary.study_name for summary in db.optuna_storage().get_all_studies()]
+        if study not in names:
+            raise LookupError(
+                f"no study {study!r} in {redact_url(db.url)}; studies: {', '.join(names) or 'none'}"
+            )
+        run = study_settings(db, study).run
+        if not isinstance(run.get("supernet"), str):
+            raise LookupError(
+                f"study {study!r} was not searched with --supernet; "
+                "use tnas extract --supernet CKPT --config SUB.json"
+            )
+        trial = study_trial(db, study, number)
+    finally:
+        db.close()
+    attrs = trial.user_attrs
+    if "config" not in attrs:
+        reason = attrs.get("reason") or trial.state.name.lower()
+        raise LookupError(f"trial {number} of study {study!r} has no config ({reason})")
+    try:
+        config = parse_task(run["task"]).adapt(ArchConfig.from_dict(attrs["config"]))
+    except SETTING_ERRORS as err:
+        raise LookupError(f"trial {number} of study {study!r}: {one_line(err)}") from None
+    return run["supernet"], config
+
+
+__all__ = ["Plan", "RunError", "RunSpec", "SearchResult", "launch", "resume", "run_spec"]
