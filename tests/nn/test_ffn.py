@@ -8,12 +8,14 @@ import torch
 from tests.kernels.devices import DEVICES
 from tnas.kernels import activation as fused
 from tnas.nn.ffn import FFN, FUSED_ACTIVATIONS
+from tnas.space.catalog import ACTIVATION_SPECS
 
 D, F = 16, 24
 
 
 def test_fused_activations_are_the_kernels():
     assert FUSED_ACTIVATIONS == set(fused.POINTWISE) | set(fused.GLU)
+    assert {name: ACTIVATION_SPECS[name].gate for name in fused.GLU} == fused.GLU
 
 
 def pair(activation: str, device: str) -> tuple[FFN, FFN]:

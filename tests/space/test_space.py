@@ -1,4 +1,4 @@
-"""DesignSpace: sampling, membership, counting, encoding, search operators and Optuna."""
+"""DesignSpace: sampling, membership, counting, search operators and Optuna."""
 
 import itertools
 import math
@@ -123,29 +123,6 @@ def space(request):
     if request.param in SMALL_SPACES:
         return DesignSpace.from_dict(SMALL_SPACES[request.param])
     return tnas.space.load_space(request.param)
-
-
-def test_encode_has_fixed_length_and_unit_range(space):
-    rng = np.random.default_rng(1)
-    names = space.feature_names()
-    assert len(names) == len(set(names))
-    for _ in range(30):
-        vector = space.encode(space.sample(rng))
-        assert vector.dtype == np.float64
-        assert vector.shape == (len(names),)
-        assert vector.min() >= 0.0 and vector.max() <= 1.0
-
-
-def test_encode_marks_inactive_layers_with_zeros():
-    space = tnas.space.load_space("primer")
-    config = space.sample(np.random.default_rng(0))
-    names, vector = space.feature_names(), space.encode(config)
-    for i in range(space.max_depth):
-        block = [v for n, v in zip(names, vector, strict=True) if n.startswith(f"layer{i}.")]
-        assert block[0] == float(i < config.n_layers)
-        if i >= config.n_layers:
-            assert not any(block)
-    assert "vocab_size" not in names  # fixed knobs are left out
 
 
 def test_mutate_and_crossover_stay_in_the_space(space):

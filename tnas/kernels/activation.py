@@ -2,10 +2,11 @@
 
 `bias_act(x, bias, activation=...)` is `act(x + bias)` for a pointwise activation;
 `glu_act(gate, up, activation=...)` is `fn(gate + bias_gate) * (up + bias_up)` for a GLU one
-(`swiglu`: `fn` is SiLU, `geglu`: exact, erf-based GELU), the formulas of `tnas.nn.activations`.
-Both take any leading shape with the bias along the last dim, fp16, bf16, fp32 or fp64
-(computed in fp32, fp64 in fp64, rounded once), and are differentiable: the backward is a
-second elementwise kernel that recomputes the activation from the saved inputs.
+(`swiglu`: `fn` is SiLU, `geglu`: exact, erf-based GELU); the torch functions are those of
+`tnas.kernels.pointwise`, which `tnas.nn.activations` runs too. Both take any leading shape with
+the bias along the last dim, fp16, bf16, fp32 or fp64 (computed in fp32, fp64 in fp64, rounded
+once), and are differentiable: the backward is a second elementwise kernel that recomputes the
+activation from the saved inputs.
 
 >>> import torch
 >>> x = torch.tensor([[-1.0, 2.0]])
@@ -16,19 +17,16 @@ second elementwise kernel that recomputes the activation from the saved inputs.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 import triton
 import triton.language as tl
 from torch import Tensor
 
 from tnas.kernels.common import autotune, require, runs_on
+from tnas.kernels.pointwise import FUNCTIONS
 
-POINTWISE = {
-    "relu": F.relu,
-    "gelu": F.gelu,
-    "silu": F.silu,
-    "squared_relu": lambda h: F.relu(h).square(),
-}
+# What the kernel computes (the branches of `_activate`), with the torch function of each: the
+# activations `tnas.space.catalog` marks `fused` (a test checks the two agree).
+POINTWISE = {name: FUNCTIONS[name] for name in ("relu", "gelu", "silu", "squared_relu")}
 GLU = {"swiglu": "silu", "geglu": "gelu"}  # GLU name -> the pointwise function of its gate
 
 

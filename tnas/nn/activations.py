@@ -1,7 +1,9 @@
 """Registry of FFN activations: pointwise ones, GLU variants, and PolyCom's polynomials.
 
-A GLU activation (`glu = True`) takes the gate and the up projection, `act(gate) * up`, so its
-FFN has three matrices instead of two.
+Built from the catalogue (`tnas.space.catalog.ACTIVATION_SPECS`): an activation with parameters
+of its own is a module here (`MODULES`); any other runs its torch function from
+`tnas.kernels.pointwise`, a GLU its gate's. A GLU activation (`glu = True`) takes the gate and
+the up projection, `act(gate) * up`, so its FFN has three matrices instead of two.
 
 >>> import torch
 >>> create_activation("squared_relu")(torch.tensor([-1.0, 2.0])).tolist()
@@ -10,10 +12,15 @@ FFN has three matrices instead of two.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from tnas.kernels.pointwise import FUNCTIONS
+from tnas.space.catalog import ACTIVATION_SPECS, ActivationSpec
 from tnas.space.config import ConfigError
 from tnas.space.errors import unknown_name
 
@@ -40,10 +47,6 @@ class GLU(nn.Module):
 
     def forward(self, gate: Tensor, up: Tensor) -> Tensor:
         return self.fn(gate) * up
-
-
-def squared_relu(x: Tensor) -> Tensor:
-    return F.relu(x).square()
 
 
 class PolyReLU(nn.Module):
@@ -80,16 +83,19 @@ class PolyNorm(nn.Module):
         return out
 
 
-ACTIVATION_CLASSES = {
-    "relu": lambda: Pointwise(F.relu),
-    "gelu": lambda: Pointwise(F.gelu),
-    "silu": lambda: Pointwise(F.silu),
-    "squared_relu": lambda: Pointwise(squared_relu),
-    "swiglu": lambda: GLU(F.silu),
-    "geglu": lambda: GLU(F.gelu),
-    "polyrelu": PolyReLU,
-    "polynorm": PolyNorm,
-}
+# The activations with parameters of their own (`ActivationSpec.params`).
+MODULES: dict[str, type[nn.Module]] = {"polyrelu": PolyReLU, "polynorm": PolyNorm}
+
+
+def _constructor(spec: ActivationSpec) -> Callable[[], nn.Module]:
+    if spec.name in MODULES:
+        return MODULES[spec.name]
+    if spec.glu:
+        return partial(GLU, FUNCTIONS[spec.gate])
+    return partial(Pointwise, FUNCTIONS[spec.name])
+
+
+ACTIVATION_CLASSES = {name: _constructor(spec) for name, spec in ACTIVATION_SPECS.items()}
 
 
 def create_activation(name: str) -> nn.Module:

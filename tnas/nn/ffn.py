@@ -12,9 +12,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from tnas.nn.activations import create_activation
-
-# the activations `tnas.kernels.activation` fuses: its POINTWISE and GLU names
-FUSED_ACTIVATIONS = frozenset({"relu", "gelu", "silu", "squared_relu", "swiglu", "geglu"})
+from tnas.space.catalog import FUSED_ACTIVATIONS
 
 
 class FFN(nn.Module):

@@ -20,7 +20,13 @@ from tnas.predictors.families import (
     create_predictor,
     load_predictor,
 )
-from tnas.predictors.features import DERIVED_FEATURES, feature_matrix, feature_names
+from tnas.predictors.features import (
+    DERIVED_FEATURES,
+    encode,
+    encoded_names,
+    feature_matrix,
+    feature_names,
+)
 from tnas.predictors.selection import kendall_tau, mape, select_family, spearman
 
 __all__ = [
@@ -29,6 +35,8 @@ __all__ = [
     "TRUSTED_TYPES",
     "Predictor",
     "create_predictor",
+    "encode",
+    "encoded_names",
     "feature_matrix",
     "feature_names",
     "kendall_tau",

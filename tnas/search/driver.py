@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tnas.predictors import encode
 from tnas.search.db import StorageError
 from tnas.search.evaluator import Evaluator
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
@@ -138,8 +139,8 @@ class SearchDriver:
         candidates = [c for c in self.pool if c.hash not in taken]
         if not candidates:
             return None
-        target = self.space.encode(config)
-        distances = [float(np.sum((self.space.encode(c) - target) ** 2)) for c in candidates]
+        target = encode(self.space, config)
+        distances = [float(np.sum((encode(self.space, c) - target) ** 2)) for c in candidates]
         return candidates[int(np.argmin(distances))]
 
     def fill(self, deadline: float | None) -> None:

@@ -1,7 +1,8 @@
 """The catalogue of choices a layer can take, and their exact parameter counts.
 
-This module is the single source of the names that `tnas.nn` registers (a test checks that the
-two agree) and of each block's parameter count as a formula, so that constraints such as
+This module is the single source of the mixers and activations that `tnas.nn` registers (a test
+checks that the two agree), of what is known of each without torch (`MixerSpec`,
+`ActivationSpec`), and of each block's parameter count as a formula, so that constraints such as
 `params <= 20e6` are checked without importing torch. `tests/nn` checks every formula against
 `sum(p.numel() for p in module.parameters())` of the built module.
 
@@ -57,19 +58,47 @@ MIXERS: dict[str, MixerSpec] = {
     )
 }
 
-ACTIVATIONS: dict[str, str] = {
-    "relu": "ReLU",
-    "gelu": "GELU (tanh-free, exact)",
-    "silu": "SiLU / swish",
-    "squared_relu": "ReLU(x)^2 (Primer)",
-    "swiglu": "SiLU-gated linear unit (3 matrices)",
-    "geglu": "GELU-gated linear unit (3 matrices)",
-    "polyrelu": "sum_i a_i ReLU(x)^i, i=0..3 (PolyCom)",
-    "polynorm": "sum_i a_i RMSNorm(x^i) + b, i=1..3 (PolyCom)",
+
+@dataclass(frozen=True)
+class ActivationSpec:
+    """An FFN activation: a one-line summary and what tnas must know of it without torch.
+
+    `gate`: for a gated linear unit, the pointwise activation of its gate, `gate(x W) * (x V)`
+    (three matrices instead of two); `params`: the learnable scalars it owns; `fused`: whether
+    the Triton kernel of `tnas.kernels.activation` computes it (a test checks the kernel agrees).
+    Its torch function is `tnas.kernels.pointwise.FUNCTIONS[name]`, or a module of its own in
+    `tnas.nn.activations` when it has parameters.
+    """
+
+    name: str
+    summary: str
+    gate: str = ""
+    params: int = 0
+    fused: bool = False
+
+    @property
+    def glu(self) -> bool:
+        return bool(self.gate)
+
+
+ACTIVATION_SPECS: dict[str, ActivationSpec] = {
+    spec.name: spec
+    for spec in (
+        ActivationSpec("relu", "ReLU", fused=True),
+        ActivationSpec("gelu", "GELU (tanh-free, exact)", fused=True),
+        ActivationSpec("silu", "SiLU / swish", fused=True),
+        ActivationSpec("squared_relu", "ReLU(x)^2 (Primer)", fused=True),
+        ActivationSpec("swiglu", "SiLU-gated linear unit (3 matrices)", gate="silu", fused=True),
+        ActivationSpec("geglu", "GELU-gated linear unit (3 matrices)", gate="gelu", fused=True),
+        ActivationSpec("polyrelu", "sum_i a_i ReLU(x)^i, i=0..3 (PolyCom)", params=4),
+        ActivationSpec("polynorm", "sum_i a_i RMSNorm(x^i) + b, i=1..3 (PolyCom)", params=4),
+    )
 }
-GLU_ACTIVATIONS = frozenset({"swiglu", "geglu"})
-# Learnable scalars an activation owns (PolyCom's polynomial coefficients).
-ACTIVATION_PARAMS = {"polyrelu": 4, "polynorm": 4}
+# Views of the catalogue, by name.
+ACTIVATIONS = {name: spec.summary for name, spec in ACTIVATION_SPECS.items()}
+GLU_ACTIVATIONS = frozenset(name for name, spec in ACTIVATION_SPECS.items() if spec.glu)
+ACTIVATION_PARAMS = {name: spec.params for name, spec in ACTIVATION_SPECS.items() if spec.params}
+FUSED_ACTIVATIONS = frozenset(name for name, spec in ACTIVATION_SPECS.items() if spec.fused)
 
 NORMS = ("layernorm", "rmsnorm")
 HEADS = ("lm", "classifier")

@@ -5,247 +5,53 @@ for every layer under `shared`, and layer knobs chosen layer by layer under `per
 named keep the `ArchConfig` / `LayerConfig` defaults. Constraints such as `params <= 20e6` are
 checked on `ArchConfig.derived()`. Every config a space hands out is in the space and feasible.
 
+The knobs are listed in `tnas.space.knobs`, their domains in `tnas.space.domains`, and the exact
+size is counted in `tnas.space.size`; a predictor's encoding of a config is
+`tnas.predictors.encode`.
+
 >>> space = load_space("primer")
 >>> config = space.sample(np.random.default_rng(0))
 >>> space.contains(config) and space.from_flat(space.to_flat(config)) == config
-True
->>> len(space.encode(config)) == len(space.feature_names())
 True
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tnas.space.catalog import ACTIVATIONS, BITS, HEADS, MIXER_OPTIONS, MIXERS, NORMS
-from tnas.space.config import MAX_LAYERS, ArchConfig, ConfigError, LayerConfig
+from tnas.space.config import ArchConfig, ConfigError, LayerConfig
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
-from tnas.space.errors import unknown_name
-from tnas.space.yamlio import (
-    ChoicesSpec,
-    Locator,
-    RangeSpec,
-    SpaceError,
-    SpaceFile,
-    compose,
-    read_document,
-    shown,
-    validate,
+from tnas.space.domains import (
+    MAX_ENUMERATED,
+    MAX_VALUE,
+    Choices,
+    Domain,
+    Fixed,
+    IntRange,
+    parse_domain,
 )
+from tnas.space.errors import unknown_name
+from tnas.space.knobs import (
+    GLOBAL_DEFAULTS,
+    GLOBAL_KNOBS,
+    LAYER_DEFAULTS,
+    LAYER_KNOBS,
+    global_visible,
+    uses,
+)
+from tnas.space.size import count_configs
+from tnas.space.yamlio import Locator, SpaceError, SpaceFile, compose, read_document, validate
 
 PRESETS = ("primer", "wide", "mixers", "simq", "matformer")
-
-# In suggestion order: `head` comes before the knobs whose visibility it decides.
-GLOBAL_KNOBS = (
-    "d_model",
-    "n_layers",
-    "vocab_size",
-    "max_seq_len",
-    "norm",
-    "head",
-    "tie_embeddings",
-    "n_classes",
-)
-LAYER_KNOBS = tuple(f.name for f in fields(LayerConfig))
-_NAMED = {
-    "norm": NORMS,
-    "head": HEADS,
-    "mixer": tuple(MIXERS),
-    "activation": tuple(ACTIVATIONS),
-    "bits": BITS,
-}
-# Field defaults as declared (an instance would have zeroed the options its mixer does not read).
-_GLOBAL_DEFAULTS = {f.name: f.default for f in fields(ArchConfig)}
-_LAYER_DEFAULTS = {f.name: f.default for f in fields(LayerConfig)}
 SAMPLE_TRIES = 1000
 FEASIBILITY_SAMPLES = 2000
-MAX_VALUE = 2**31 - 1  # the largest integer a knob takes
-# d_model and n_heads are enumerated together (which head counts divide which widths), so each
-# takes at most this many values; other ranges may be as long as MAX_VALUE allows.
-MAX_ENUMERATED = 1024
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equality that keeps `True` apart from `1`."""
-    return a == b and isinstance(a, bool) == isinstance(b, bool)
-
-
-@dataclass(frozen=True)
-class Fixed:
-    """One value, never searched."""
-
-    value: Any
-    fixed = True
-
-    @property
-    def values(self) -> Sequence:
-        return (self.value,)
-
-    def __contains__(self, value) -> bool:
-        return _same(value, self.value)
-
-    def sample(self, rng: np.random.Generator) -> Any:
-        return self.value
-
-    def text(self) -> str:
-        return str(self.value)
-
-
-@dataclass(frozen=True)
-class Choices:
-    """A categorical domain: strings, ints or bools."""
-
-    choices: tuple
-    fixed = False
-
-    @property
-    def values(self) -> Sequence:
-        return self.choices
-
-    @property
-    def categorical(self) -> bool:
-        """Strings are one-hot encoded; numbers and bools are scaled to [0, 1]."""
-        return any(isinstance(choice, str) for choice in self.choices)
-
-    def __contains__(self, value) -> bool:
-        return any(_same(value, choice) for choice in self.choices)
-
-    def sample(self, rng: np.random.Generator) -> Any:
-        return self.choices[int(rng.integers(len(self.choices)))]
-
-    def scale(self, value) -> float:
-        low, high = min(self.choices), max(self.choices)
-        return 0.0 if high == low else float(np.clip((value - low) / (high - low), 0.0, 1.0))
-
-    def suggest(self, trial, name: str) -> Any:
-        return trial.suggest_categorical(name, list(self.choices))
-
-    def text(self) -> str:
-        return "{" + ", ".join(map(str, self.choices)) + "}"
-
-
-@dataclass(frozen=True)
-class IntRange:
-    """Integers `low, low + step, ... <= high`; with `log`, sampled log-uniformly (step 1)."""
-
-    low: int
-    high: int
-    step: int = 1
-    log: bool = False
-    fixed = False
-    categorical = False
-
-    @property
-    def values(self) -> range:
-        return range(self.low, self.high + 1, self.step)
-
-    def __contains__(self, value) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool) and value in self.values
-
-    def sample(self, rng: np.random.Generator) -> int:
-        if self.log:
-            value = int(math.exp(rng.uniform(math.log(self.low), math.log(self.high + 1))))
-            return min(max(value, self.low), self.high)
-        return self.low + self.step * int(rng.integers(len(self.values)))
-
-    def scale(self, value) -> float:
-        if self.high == self.low:
-            return 0.0
-        if self.log:
-            ratio = math.log(max(value, self.low) / self.low) / math.log(self.high / self.low)
-        else:
-            ratio = (value - self.low) / (self.high - self.low)
-        return float(np.clip(ratio, 0.0, 1.0))
-
-    def suggest(self, trial, name: str) -> int:
-        high = self.values[-1]
-        if self.log:
-            return trial.suggest_int(name, self.low, high, log=True)
-        return trial.suggest_int(name, self.low, high, step=self.step)
-
-    def text(self) -> str:
-        high = self.values[-1]
-        if self.log:
-            return f"{self.low}..{high} log"
-        return f"{self.low}..{high}" + (f" step {self.step}" if self.step != 1 else "")
-
-
-Domain = Fixed | Choices | IntRange
-
-
-def _uses(mixer: str, knob: str) -> bool:
-    """Whether a layer with this mixer reads `knob` (mixer options are zeroed otherwise)."""
-    return knob not in MIXER_OPTIONS or knob in MIXERS[mixer].uses
-
-
-def _global_visible(knob: str, head: str) -> bool:
-    """`tie_embeddings` only matters for an LM head, `n_classes` only for a classifier."""
-    if knob == "tie_embeddings":
-        return head == "lm"
-    if knob == "n_classes":
-        return head == "classifier"
-    return True
-
-
-def _value_problem(knob: str, value: Any) -> str | None:
-    """Why `value` cannot be taken by `knob`, or None."""
-    if knob in _NAMED:
-        valid = _NAMED[knob]
-        if not any(_same(value, name) for name in valid):
-            return unknown_name(knob, value, valid)
-        return None
-    if knob == "tie_embeddings":
-        return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
-    least = 0 if knob in ("n_classes", "head_dim") else 1
-    most = MAX_LAYERS if knob == "n_layers" else MAX_VALUE
-    if not isinstance(value, int) or isinstance(value, bool) or value < least:
-        return f"must be an integer >= {least}, got {shown(value)}"
-    if value > most:
-        return f"must be an integer <= {most}, got {shown(value)}"
-    return None
-
-
-def _parse_domain(knob: str, spec: Any, path: tuple, where: Locator) -> Domain:
-    if isinstance(spec, list):
-        raise where.error(path, f"write a list of values as {{choices: {spec}}}")
-    if not isinstance(spec, dict):
-        problem = _value_problem(knob, spec)
-        if problem:
-            raise where.error(path, problem)
-        return Fixed(spec)
-    if not all(isinstance(key, str) for key in spec):
-        raise where.error(path, "a knob's fields are choices, or low, high, step and log")
-    if "choices" in spec:
-        parsed = validate(ChoicesSpec, spec, path, where)
-        for i, value in enumerate(parsed.choices):
-            problem = _value_problem(knob, value)
-            if problem:
-                raise where.error(path + ("choices", i), problem)
-        return Choices(tuple(parsed.choices))
-    parsed = validate(RangeSpec, spec, path, where)
-    domain = IntRange(parsed.low, parsed.high, parsed.step, parsed.log)
-    if knob in _NAMED and knob != "bits" or knob == "tie_embeddings":
-        raise where.error(path, f"{knob} takes {{choices: [...]}}, not a range")
-    checked = domain.values if knob == "bits" else (domain.low, domain.high)
-    for value in checked:
-        problem = _value_problem(knob, value)
-        if problem:
-            raise where.error(path, problem)
-    if knob in ("d_model", "n_heads") and len(domain.values) > MAX_ENUMERATED:
-        raise where.error(
-            path,
-            f"{knob} takes at most {MAX_ENUMERATED} values, this range has "
-            f"{len(domain.values)}; use a larger step",
-        )
-    return domain
+SCOPES = ("global", "shared", "per_layer")
 
 
 class DesignSpace:
@@ -283,10 +89,10 @@ class DesignSpace:
         self.description = description
         self.source = source
         self._globals = {
-            knob: globals_.get(knob, Fixed(_GLOBAL_DEFAULTS[knob])) for knob in GLOBAL_KNOBS
+            knob: globals_.get(knob, Fixed(GLOBAL_DEFAULTS[knob])) for knob in GLOBAL_KNOBS
         }
         self._layer = {
-            knob: layer_knobs.get(knob, Fixed(_LAYER_DEFAULTS[knob])) for knob in LAYER_KNOBS
+            knob: layer_knobs.get(knob, Fixed(LAYER_DEFAULTS[knob])) for knob in LAYER_KNOBS
         }
         self._scopes = {knob: scopes.get(knob, "shared") for knob in LAYER_KNOBS}
         self._named = set(globals_) | set(layer_knobs)
@@ -338,7 +144,7 @@ class DesignSpace:
                 )
             if knob not in GLOBAL_KNOBS:
                 raise where.error(path, unknown_name("knob", knob, GLOBAL_KNOBS), key=True)
-            globals_[knob] = _parse_domain(knob, value, path, where)
+            globals_[knob] = parse_domain(knob, value, path, where)
         for section in ("shared", "per_layer"):
             for knob, value in getattr(spec, section).items():
                 path = (section, knob)
@@ -348,7 +154,7 @@ class DesignSpace:
                     raise where.error(path, unknown_name("knob", knob, LAYER_KNOBS), key=True)
                 if knob in layer_knobs:
                     raise where.error(path, f"{knob} is in both shared and per_layer", key=True)
-                layer_knobs[knob] = _parse_domain(knob, value, path, where)
+                layer_knobs[knob] = parse_domain(knob, value, path, where)
                 scopes[knob] = section
         rules = []
         for i, text in enumerate(spec.constraints):
@@ -381,9 +187,9 @@ class DesignSpace:
             path = (self._scopes["n_heads"], "n_heads")
         else:
             path = ("global", "d_model")
-        if any(_uses(mixer, "n_heads") for mixer in self._layer["mixer"].values):
+        if any(uses(mixer, "n_heads") for mixer in self._layer["mixer"].values):
             for d_model in self._globals["d_model"].values:
-                if not self._valid_heads(d_model):
+                if not self.valid_heads(d_model):
                     raise where.error(
                         path, f"no n_heads in {heads.text()} divides d_model {d_model}"
                     )
@@ -422,16 +228,43 @@ class DesignSpace:
         >>> load_space("matformer").values("ffn_dim")
         (128, 256, 512, 1024)
         """
+        if knob == "n_heads":
+            valid = {n for d in self._globals["d_model"].values for n in self.valid_heads(d)}
+            return tuple(n for n in self._layer[knob].values if n in valid)
+        return self.domain(knob).values
+
+    def domain(self, knob: str) -> Domain:
+        """The domain of a global or layer knob (`Fixed` where the space does not search it).
+
+        >>> load_space("matformer").domain("ffn_dim")
+        Choices(choices=(128, 256, 512, 1024))
+        """
         if knob in GLOBAL_KNOBS:
-            return self._globals[knob].values
+            return self._globals[knob]
         if knob not in LAYER_KNOBS:
             raise KeyError(unknown_name("knob", knob, GLOBAL_KNOBS + LAYER_KNOBS))
-        if knob == "n_heads":
-            valid = {n for d in self._globals["d_model"].values for n in self._valid_heads(d)}
-            return tuple(n for n in self._layer[knob].values if n in valid)
-        return self._layer[knob].values
+        return self._layer[knob]
 
-    def _valid_heads(self, d_model: int) -> list[int]:
+    def searched(self, scope: str) -> list[str]:
+        """The knobs searched in `scope` (global, shared or per_layer), in the order of
+        `GLOBAL_KNOBS` / `LAYER_KNOBS`; a fixed knob is in no scope.
+
+        >>> load_space("matformer").searched("per_layer")
+        ['ffn_dim']
+        """
+        if scope == "global":
+            return [knob for knob in GLOBAL_KNOBS if not self._globals[knob].fixed]
+        if scope not in SCOPES:
+            raise KeyError(unknown_name("scope", scope, SCOPES))
+        return [k for k in LAYER_KNOBS if self._scopes[k] == scope and not self._layer[k].fixed]
+
+    def valid_heads(self, d_model: int) -> list[int]:
+        """The n_heads values of the space that go with `d_model`: those that divide it, or
+        every one when `head_dim` fixes the size of a head.
+
+        >>> DesignSpace.from_dict({"shared": {"n_heads": {"choices": [2, 3, 4]}}}).valid_heads(8)
+        [2, 4]
+        """
         if d_model not in self._heads:
             head_dim = self._layer["head_dim"]
             heads = self._layer["n_heads"].values
@@ -441,15 +274,9 @@ class DesignSpace:
                 self._heads[d_model] = [n for n in heads if d_model % n == 0]
         return self._heads[d_model]
 
-    def _searched_globals(self) -> list[str]:
-        return [knob for knob in GLOBAL_KNOBS if not self._globals[knob].fixed]
-
-    def _searched_layer(self, scope: str) -> list[str]:
-        return [k for k in LAYER_KNOBS if self._scopes[k] == scope and not self._layer[k].fixed]
-
     def _repair_heads(self, n_heads: int, d_model: int) -> int:
         """The largest valid n_heads <= the given one, else the smallest valid one."""
-        valid = self._valid_heads(d_model)
+        valid = self.valid_heads(d_model)
         below = [n for n in valid if n <= n_heads]
         return max(below) if below else min(valid)
 
@@ -470,7 +297,7 @@ class DesignSpace:
             if rng is None:
                 raise SpaceError(f"flat config has no value for {key!r}")
             if d_model is not None:  # n_heads: sample only the values that divide d_model
-                valid = self._valid_heads(d_model)
+                valid = self.valid_heads(d_model)
                 return valid[int(rng.integers(len(valid)))]
             return domain.sample(rng)
 
@@ -480,7 +307,7 @@ class DesignSpace:
             domain = self._globals[knob]
             if knob == "head":
                 values[knob] = head
-            elif _global_visible(knob, head):
+            elif global_visible(knob, head):
                 values[knob] = pick(knob, domain)
             else:
                 values[knob] = domain.values[0]  # normalised by ArchConfig
@@ -496,14 +323,14 @@ class DesignSpace:
                 if knob not in shared:
                     shared[knob] = pick(knob, domain, d)
                 value = shared[knob]
-            if knob == "n_heads" and value not in self._valid_heads(d_model):
+            if knob == "n_heads" and value not in self.valid_heads(d_model):
                 value = self._repair_heads(value, d_model)
             return value
 
         layers = []
         for i in range(n_layers):
             mixer = layer_value(i, "mixer")
-            options = {k: layer_value(i, k) if _uses(mixer, k) else 0 for k in LAYER_KNOBS[1:]}
+            options = {k: layer_value(i, k) if uses(mixer, k) else 0 for k in LAYER_KNOBS[1:]}
             layers.append(LayerConfig(mixer=mixer, **options))
         try:
             return ArchConfig(**values, layers=tuple(layers))
@@ -520,17 +347,17 @@ class DesignSpace:
         True
         """
         flat: dict[str, Any] = {}
-        for knob in self._searched_globals():
-            if _global_visible(knob, config.head):
+        for knob in self.searched("global"):
+            if global_visible(knob, config.head):
                 flat[knob] = getattr(config, knob)
-        for knob in self._searched_layer("shared"):
-            users = [layer for layer in config.layers if _uses(layer.mixer, knob)]
+        for knob in self.searched("shared"):
+            users = [layer for layer in config.layers if uses(layer.mixer, knob)]
             if users:
                 flat[knob] = getattr(users[0], knob)
-        per_layer = self._searched_layer("per_layer")
+        per_layer = self.searched("per_layer")
         for i, layer in enumerate(config.layers):
             for knob in per_layer:
-                if _uses(layer.mixer, knob):
+                if uses(layer.mixer, knob):
                     flat[f"layer{i}.{knob}"] = getattr(layer, knob)
         return flat
 
@@ -562,8 +389,8 @@ class DesignSpace:
         """
         flat: dict[str, Any] = {}
         head = self._globals["head"].values[0]
-        for knob in self._searched_globals():
-            if _global_visible(knob, head):
+        for knob in self.searched("global"):
+            if global_visible(knob, head):
                 flat[knob] = self._globals[knob].suggest(trial, knob)
                 if knob == "head":
                     head = flat[knob]
@@ -577,12 +404,12 @@ class DesignSpace:
             if not mixer.fixed:
                 flat["mixer"] = shared_mixer
             mixers = [shared_mixer] * n_layers
-        for knob in self._searched_layer("shared"):
-            if knob != "mixer" and any(_uses(m, knob) for m in mixers):
+        for knob in self.searched("shared"):
+            if knob != "mixer" and any(uses(m, knob) for m in mixers):
                 flat[knob] = self._layer[knob].suggest(trial, knob)
         for i, layer_mixer in enumerate(mixers):
-            for knob in self._searched_layer("per_layer"):
-                if knob != "mixer" and _uses(layer_mixer, knob):
+            for knob in self.searched("per_layer"):
+                if knob != "mixer" and uses(layer_mixer, knob):
                     key = f"layer{i}.{knob}"
                     flat[key] = self._layer[knob].suggest(trial, key)
         return self.from_flat(flat)
@@ -626,9 +453,7 @@ class DesignSpace:
         )
 
     def _resample(self, key: str, rng: np.random.Generator) -> Any:
-        knob = key.split(".")[-1]
-        domain = self._globals[knob] if knob in GLOBAL_KNOBS else self._layer[knob]
-        return domain.sample(rng)
+        return self.domain(key.split(".")[-1]).sample(rng)
 
     def mutate(self, config: ArchConfig, rng: np.random.Generator, prob: float = 0.2):
         """Resample each searched value (depth included) with probability `prob`.
@@ -683,111 +508,11 @@ class DesignSpace:
         read, shared options no layer reads, n_heads choices that do not divide d_model,
         `tie_embeddings` under a classifier head and `n_classes` under an LM head.
         """
-        other = 1
-        for knob in ("vocab_size", "max_seq_len", "norm"):
-            other *= len(self._globals[knob].values)
-        heads = 0
-        for head in self._globals["head"].values:
-            factor = 1
-            for knob in ("tie_embeddings", "n_classes"):
-                if _global_visible(knob, head):
-                    factor *= len(self._globals[knob].values)
-            heads += factor
-        # A width matters only through how many head counts divide it: count each such
-        # number of valid heads once, weighted by the widths that have it.
-        widths: dict[int, int] = {}
-        for d_model in self._globals["d_model"].values:
-            valid = len(self._valid_heads(d_model))
-            widths[valid] = widths.get(valid, 0) + 1
-        total = 0
-        for valid, n_widths in widths.items():
-            for n_layers in self._globals["n_layers"].values:
-                total += n_widths * self._count_layers(valid, n_layers)
-        return total * other * heads
-
-    def _count_layers(self, n_valid_heads: int, n_layers: int) -> int:
-        def count(knob: str) -> int:
-            if self._layer[knob].fixed:
-                return 1
-            return n_valid_heads if knob == "n_heads" else len(self._layer[knob].values)
-
-        shared = [k for k in self._searched_layer("shared") if k != "mixer"]
-        shared_options = [k for k in shared if k in MIXER_OPTIONS]
-        always = math.prod(count(k) for k in shared if k not in MIXER_OPTIONS)
-        per_layer = [k for k in self._searched_layer("per_layer") if k != "mixer"]
-        mixers = self._layer["mixer"].values
-
-        def per_layer_count(mixer: str) -> int:
-            return math.prod(count(k) for k in per_layer if _uses(mixer, k))
-
-        def visible(mixer: str) -> frozenset[str]:
-            return frozenset(k for k in shared_options if _uses(mixer, k))
-
-        if self._scopes["mixer"] == "shared" or self._layer["mixer"].fixed:
-            layers = sum(
-                per_layer_count(m) ** n_layers * math.prod(count(k) for k in visible(m))
-                for m in mixers
-            )
-            return layers * always
-        # Per-layer mixers: group the mixer sequences by the exact set V of shared options
-        # they make visible, by inclusion-exclusion over subsets T of V.
-        layers = 0
-        for size in range(len(shared_options) + 1):
-            for subset in itertools.combinations(shared_options, size):
-                exact = 0
-                for inner_size in range(size + 1):
-                    for inner in itertools.combinations(subset, inner_size):
-                        within = sum(per_layer_count(m) for m in mixers if visible(m) <= set(inner))
-                        exact += (-1) ** (size - inner_size) * within**n_layers
-                layers += exact * math.prod(count(k) for k in subset)
-        return layers * always
+        return count_configs(self)
 
     def log10_size(self) -> float:
         """`log10(size())`, for spaces too large to print."""
         return math.log10(self.size())
-
-    def _encoded(self) -> list[tuple[str, str, Domain]]:
-        """(key, knob, domain) of every encoded value, in order; `key` may be `layer3.ffn_dim`."""
-        entries = [(k, k, self._globals[k]) for k in self._searched_globals()]
-        entries += [(k, k, self._layer[k]) for k in self._searched_layer("shared")]
-        for i in range(self.max_depth):
-            entries.append((f"layer{i}.active", "active", Fixed(True)))
-            entries += [
-                (f"layer{i}.{k}", k, self._layer[k]) for k in self._searched_layer("per_layer")
-            ]
-        return entries
-
-    def feature_names(self) -> list[str]:
-        """Names of `encode`'s entries: `d_model`, `norm=rmsnorm`, `layer0.active`, ..."""
-        names = []
-        for key, _, domain in self._encoded():
-            if domain.fixed or not domain.categorical:
-                names.append(key)
-            else:
-                names += [f"{key}={choice}" for choice in domain.values]
-        return names
-
-    def encode(self, config: ArchConfig) -> np.ndarray:
-        """A fixed-length float vector in [0, 1] for predictors: numbers scaled over their domain,
-        strings one-hot, one block per possible layer with an `active` flag, zeros where a
-        layer is inactive or a value unused; fixed knobs are left out.
-
-        >>> space = load_space("mixers")
-        >>> vector = space.encode(space.sample(np.random.default_rng(0)))
-        >>> vector.shape == (len(space.feature_names()),), float(vector.min()), float(vector.max())
-        (True, 0.0, 1.0)
-        """
-        flat = self.to_flat(config)
-        values: list[float] = []
-        for key, knob, domain in self._encoded():
-            if knob == "active":
-                values.append(float(int(key[5:].split(".")[0]) < config.n_layers))
-            elif domain.categorical:
-                value = flat.get(key)
-                values += [float(key in flat and _same(value, c)) for c in domain.values]
-            else:
-                values.append(domain.scale(flat[key]) if key in flat else 0.0)
-        return np.asarray(values, dtype=np.float64)
 
     def describe(self) -> list[tuple[str, str, str]]:
         """Rows (knob, scope, domain) for a table; scope is global, shared, per-layer or fixed.
@@ -801,7 +526,7 @@ class DesignSpace:
             rows.append((knob, "fixed" if domain.fixed else "global", domain.text()))
         for knob in LAYER_KNOBS:
             domain = self._layer[knob]
-            if not any(_uses(m, knob) for m in self._layer["mixer"].values):
+            if not any(uses(m, knob) for m in self._layer["mixer"].values):
                 continue
             scope = "fixed" if domain.fixed else self._scopes[knob].replace("_", "-")
             rows.append((knob, scope, domain.text()))
@@ -841,3 +566,22 @@ def preset_names() -> list[str]:
     return sorted(
         p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
     )
+
+
+__all__ = [  # with the names that moved out of this module, still imported from it
+    "FEASIBILITY_SAMPLES",
+    "GLOBAL_KNOBS",
+    "LAYER_KNOBS",
+    "MAX_ENUMERATED",
+    "MAX_VALUE",
+    "PRESETS",
+    "SAMPLE_TRIES",
+    "Choices",
+    "DesignSpace",
+    "Domain",
+    "Fixed",
+    "IntRange",
+    "SpaceError",
+    "load_space",
+    "preset_names",
+]

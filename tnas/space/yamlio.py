@@ -176,7 +176,7 @@ class ChoicesSpec(BaseModel):
     """`{choices: [a, b, ...]}`: a categorical knob."""
 
     model_config = ConfigDict(extra="forbid")
-    choices: list[Any]  # each value is checked against its knob by `space.py`
+    choices: list[Any]  # each value is checked against its knob by `domains.py`
 
     @model_validator(mode="after")
     def _distinct(self):
@@ -214,7 +214,8 @@ class RangeSpec(BaseModel):
 
 
 class SpaceFile(BaseModel):
-    """The top level of a design-space YAML file; knob specs are checked by `space.py`."""
+    """The top level of a design-space YAML file; sections are checked by `space.py`, each
+    knob's spec by `domains.py`."""
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
     name: str = ""  # defaults to the file's stem
