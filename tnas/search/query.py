@@ -151,7 +151,7 @@ def pareto_rows(db: Database, study_name: str) -> list[dict[str, Any]]:
     if snapshot is None:
         _study_id(db, study_name)  # raises LookupError for an unknown study
         return []
-    objectives = [_objective(objective) for objective in snapshot["objectives"]]
+    objectives = [Objective.from_dict(o).to_dict() for o in snapshot["objectives"]]
     rows = [
         {
             "number": member["trial_number"],
@@ -268,9 +268,7 @@ def objectives_text(objectives: Sequence[Mapping[str, str]]) -> str:
     >>> objectives_text([{"name": "accuracy", "direction": "maximize"}])
     'accuracy:max'
     """
-    return ", ".join(
-        f"{objective['name']}:{objective['direction']}" for objective in map(_objective, objectives)
-    )
+    return ", ".join(Objective.from_dict(objective).text for objective in objectives)
 
 
 def study_objectives(db: Database, study_name: str) -> list[dict[str, str]]:
@@ -328,10 +326,6 @@ def _study_id(db: Database, study_name: str) -> int:
 
 def _study_objectives(user_attrs: Mapping[str, Any], directions: Sequence[Any]) -> list[dict]:
     return [o.to_dict() for o in StudySettings.of(user_attrs, directions).objectives]
-
-
-def _objective(objective: Mapping[str, str]) -> dict[str, str]:
-    return Objective.from_dict(objective).to_dict()
 
 
 def _as_datetime(value: datetime | str) -> datetime:

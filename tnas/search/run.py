@@ -256,7 +256,7 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
     return configs
 
 
-def open_study(spec: RunSpec, db, space: DesignSpace | None = None, load_only: bool = False):
+def open_study(spec: RunSpec, db, space: DesignSpace | None = None):
     """Create the study (or load it for resume); its settings are stored as a user attribute.
     `space` is handed to samplers that need it (`linas`)."""
     import optuna
@@ -268,8 +268,6 @@ def open_study(spec: RunSpec, db, space: DesignSpace | None = None, load_only: b
     # sampler past them, so that it does not propose what the first one proposes.
     existing = trials_in_study(storage, name)
     sampler = create_sampler(spec.sampler, spec.seed + existing, spec.population_size, space)
-    if load_only:
-        return optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
