@@ -25,6 +25,7 @@ from tnas.safety import UnsafeInput, output_path, redact_url, safe_name
 from tnas.search.query import FORMATS, TRIAL_STATES
 from tnas.search.samplers import SAMPLERS
 from tnas.space import ArchConfig, ConfigError, DesignSpace, SpaceError, load_space, preset_names
+from tnas.space.errors import shown
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -42,6 +43,7 @@ predictors_app = typer.Typer(no_args_is_help=True, help="Learned stand-ins for e
 app.add_typer(predictors_app, name="predictors")
 
 console = Console()
+MAX_INT = 2**31 - 1  # the largest seed or count an option takes (as a run setting's)
 USER_ERRORS = (SpaceError, ConfigError, FileNotFoundError, ValueError)
 
 
@@ -58,12 +60,26 @@ def study_arg(name: str) -> str:
         raise fail(str(err)) from None
 
 
-def output_arg(path: str, what: str, inside: tuple[str, ...] = ()) -> Path:
-    """A path the command will write, checked by `tnas.safety.output_path` before any work."""
+def output_arg(
+    path: str, what: str, inside: tuple[str, ...] = (), new_dirs: bool = True
+) -> Path:
+    """A path the command will write, checked by `tnas.safety.output_path` before any work
+    (`new_dirs=False` where the writer does not create missing directories)."""
     try:
-        return output_path(path, what, inside)
+        return output_path(path, what, inside, new_dirs=new_dirs)
     except UnsafeInput as err:
         raise fail(str(err)) from None
+
+
+def int_arg(value: int, what: str, least: int = 0, most: int = MAX_INT) -> int:
+    """An integer option (a seed, a count) checked against its range before any work.
+
+    >>> int_arg(3, "-n")
+    3
+    """
+    if not least <= value <= most:
+        raise fail(f"{what} must be from {least:,} to {most:,}, got {shown(value)}")
+    return value
 
 
 def open_space(spec: str) -> DesignSpace:
@@ -110,6 +126,7 @@ def space_show(
     seed: int = typer.Option(0, help="seed for the example config"),
 ):
     """Show a space's knobs, its size, its constraints and one example config."""
+    int_arg(seed, "--seed")
     loaded = open_space(space)
     console.print(f"[bold]{loaded.name}[/bold]: {loaded.description}")
     if loaded.paper:
@@ -133,6 +150,8 @@ def space_sample(
     seed: int = typer.Option(0, help="random seed"),
 ):
     """Print `n` feasible configs as JSON lines (the canonical ArchConfig JSON)."""
+    int_arg(n, "-n")
+    int_arg(seed, "--seed")
     loaded = open_space(space)
     rng = np.random.default_rng(seed)
     try:
@@ -192,77 +211,151 @@ def print_metrics(title: str, metrics: dict) -> None:
 
 @app.command("train")
 def train_command(
-    config: str = typer.Argument(..., help="config JSON file, or - for one JSON line on stdin"),
-    task: str = typer.Option("digits", help="task spec: NAME[,key=value...] or module:Class"),
-    steps: int = typer.Option(300, help="training steps"),
-    batch_size: int = typer.Option(32, help="sequences per step"),
-    lr: float = typer.Option(1e-3, help="peak learning rate (warmup, then cosine)"),
+    config: str = typer.Argument(
+        None, help="config JSON file, or - for one JSON line on stdin (or --study/--trial)"
+    ),
+    task: str = typer.Option(
+        None, help="task spec: NAME[,key=value...] or module:Class [digits, or the study's]"
+    ),
+    steps: int = typer.Option(None, help="training steps [300, or the study's]"),
+    batch_size: int = typer.Option(None, help="sequences per step [32, or the study's]"),
+    lr: float = typer.Option(
+        None, help="peak learning rate, warmup then cosine [1e-3, or the study's]"
+    ),
     max_seconds: float = typer.Option(0.0, help="wall-clock cap in seconds (0: none)"),
-    seed: int = typer.Option(0, help="random seed"),
+    seed: int = typer.Option(None, help="random seed [0, or the study's]"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
+    threads: int = typer.Option(None, help="torch threads [this process's cores]"),
+    out: str = typer.Option(None, help="save the model here: model.safetensors, config.json"),
+    study: str = typer.Option(None, help="retrain a trial of this study (with --trial)"),
+    trial: int = typer.Option(None, help="the number of the trial of --study to retrain"),
+    storage: str = typer.Option(None, help="the study's database URL or .db file"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
     """Train one config on a task for a fixed step budget and report validation metrics
-    (those of the model quantized to its layers' bits, the float ones as NAME_fp32)."""
+    (those of the model quantized to its layers' bits, the float ones as NAME_fp32).
+    `--study NAME --trial N` retrains a trial with its study's task, batch size, learning rate,
+    seed and steps (options given override them); `--out DIR` saves the trained model for
+    `tnas.load_model`."""
+    from tnas.nn.checkpoint import CONFIG_FILE, MODEL_FILE
+    from tnas.workers.profile import check_device
     from tnas.workers.tasks import parse_task
-    from tnas.workers.train import Budget, TrialFailed, train_quantized
+    from tnas.workers.train import (
+        Budget,
+        TrialFailed,
+        default_threads,
+        save_trained,
+        train_quantized,
+    )
 
-    loaded = read_config(config)
+    by_study = study is not None or trial is not None
+    if config is None and not by_study:
+        raise fail("give a CONFIG file, or --study NAME --trial N")
+    if config is not None and by_study:
+        raise fail("give either a CONFIG file or --study NAME --trial N, not both")
+    if by_study and (study is None or trial is None):
+        raise fail("--study and --trial go together")
+    for value, what, least in (
+        (seed, "--seed", 0),
+        (trial, "--trial", 0),
+        (steps, "--steps", 1),
+        (batch_size, "--batch-size", 1),
+        (threads, "--threads", 1),
+    ):
+        if value is not None:
+            int_arg(value, what, least)
+    try:
+        check_device(device)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    if out is not None:
+        output_arg(out, "--out", inside=(MODEL_FILE, CONFIG_FILE))
+    stored: dict = {}
+    provenance: dict[str, str] = {}
+    if by_study:
+        from tnas.launch import study_trial_config
+
+        try:
+            stored, loaded = study_trial_config(study_arg(study), trial, storage)
+        except (LookupError, *USER_ERRORS) as err:  # StorageError is a ValueError
+            raise fail(str(err)) from None
+        provenance = {"study": study, "trial": str(trial)}
+    else:
+        loaded = read_config(config)
+    defaults = Budget().to_dict() | {"task": "digits"}
+    given = {"task": task, "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}
+    chosen = {
+        name: value if value is not None else stored.get(name, defaults[name])
+        for name, value in given.items()
+    }
     try:
         budget = Budget(
-            steps=steps,
-            batch_size=batch_size,
-            lr=lr,
-            seed=seed,
+            steps=chosen["steps"],
+            batch_size=chosen["batch_size"],
+            lr=chosen["lr"],
+            seed=chosen["seed"],
             device=device,
             max_seconds=max_seconds or None,
+            threads=threads if threads is not None else default_threads(1),
         )
-        task_object = parse_task(task)
+        task_object = parse_task(chosen["task"])
         result, metrics = train_quantized(loaded, task_object, budget)
     except TrialFailed as err:
         typer.echo(f"error: trial failed: {err}", err=True)
         raise typer.Exit(code=1) from None
     except USER_ERRORS as err:  # UnsupportedQuantization is a ValueError
         raise fail(str(err)) from None
+    if out is not None:
+        try:
+            save_trained(result, out, task=task_object.spec, steps=budget.steps, **provenance)
+        except OSError as err:
+            raise fail(f"{out}: {err}") from None
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "config_hash": result.config.hash,
-                    "metrics": metrics,
-                    "curve": result.curve,
-                }
-            )
-        )
+        report = {"config_hash": result.config.hash, "metrics": metrics, "curve": result.curve}
+        typer.echo(json.dumps(report | ({"out": out} if out is not None else {})))
         return
     print_metrics(f"{task_object.spec}: config {result.config.short_hash}", metrics)
     first, last = result.curve[0][1], result.curve[-1][1]
     console.print(f"training loss {first:.4f} -> {last:.4f} over {len(result.curve)} steps")
+    if out is not None:
+        console.print(f"wrote {out}: {MODEL_FILE} and {CONFIG_FILE} (tnas.load_model reads it)")
 
 
 @app.command("profile")
 def profile_command(
     config: str = typer.Argument(..., help="config JSON file, or - for one JSON line on stdin"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
-    batch: int = typer.Option(1, help="sequences per forward"),
-    seq: int = typer.Option(128, help="tokens per sequence"),
-    repeats: int = typer.Option(30, help="timed repetitions"),
-    threads: int = typer.Option(0, help="torch threads (0: torch's default)"),
+    batch: int = typer.Option(None, help="sequences per forward [1, as a search]"),
+    seq: int = typer.Option(
+        None, help="tokens per sequence [128 or the config's max_seq_len, as a search]"
+    ),
+    repeats: int = typer.Option(None, help="timed repetitions [20, as a search]"),
+    warmup: int = typer.Option(None, help="untimed forwards before timing [3, as a search]"),
+    threads: int = typer.Option(None, help="torch threads while timing [1, as a search]"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
-    """Measure inference latency with each layer's bits applied through real kernels."""
+    """Measure inference latency with each layer's bits applied through real kernels, by
+    default with a search's protocol (`ProfileSettings`), so the numbers compare with a
+    study's `latency_ms`."""
     from tnas.nn.quant import UnsupportedQuantization
-    from tnas.workers.profile import profile
+    from tnas.workers.backend import ProfileSettings
+    from tnas.workers.profile import check_device, profile
 
+    protocol = ProfileSettings()  # a search's defaults: one source for both
+    try:
+        check_device(device)
+    except ValueError as err:
+        raise fail(str(err)) from None
     loaded = read_config(config)
     try:
         result = profile(
             loaded,
             device=device,
-            batch=batch,
-            seq_len=seq,
-            repeats=repeats,
-            threads=threads or None,
+            batch=protocol.batch if batch is None else batch,
+            seq_len=min(protocol.seq_len, loaded.max_seq_len) if seq is None else seq,
+            repeats=protocol.repeats if repeats is None else repeats,
+            warmup=protocol.warmup if warmup is None else warmup,
+            threads=protocol.threads if threads is None else threads,
         )
     except (UnsupportedQuantization, *USER_ERRORS) as err:
         raise fail(str(err)) from None
@@ -271,7 +364,8 @@ def profile_command(
         return
     fingerprint = result.pop("fingerprint")
     print_metrics(
-        f"config {loaded.short_hash} on {device}, batch {batch} x {result['seq_len']} tokens",
+        f"config {loaded.short_hash} on {device}, batch {result['batch']} x "
+        f"{result['seq_len']} tokens",
         {
             k: v
             for k, v in result.items()
@@ -321,7 +415,7 @@ def run_search(start) -> None:
         if not bar_task:  # the first call: the search has started
             if progress.requeued is not None:
                 console.print(
-                    f"resuming {progress.study}: {progress.requeued} orphaned trial(s) re-queued"
+                    f"resuming {progress.study}: {progress.requeued} cut-short trial(s) re-queued"
                 )
             bar.start()
             bar_task.append(bar.add_task(progress.study, total=progress.total, status=""))
@@ -372,8 +466,23 @@ def search_launch(
         help="Mix'n'Match: evaluate each config as a submodel of this supernet checkpoint, "
         "untrained (--steps does not apply); the space defaults to the supernet's",
     ),
+    threads: int = typer.Option(
+        None, help="torch threads for training in this process (--workers 0) [cores]"
+    ),
+    profile_threads: int = typer.Option(None, help="torch threads while timing latency [1]"),
+    ref_point: list[str] = typer.Option(
+        None, help="hypervolume reference, a value per objective: 0.5,80 [frozen from 1st batch]"
+    ),
+    allow_mixed_devices: bool = typer.Option(
+        None, "--allow-mixed-devices", help="let trials measured on other devices join [no]"
+    ),
+    join: bool = typer.Option(False, "--join", help="run beside the study's live driver"),
 ):
-    """Run a multi-objective architecture search; every trial and front goes to the database."""
+    """Run a multi-objective architecture search; every trial and front goes to the database.
+
+    A study keeps the identity it was created with (space, task, objectives, constraints,
+    evaluator, budget, latency protocol): launching it again with other settings is refused;
+    `tnas search resume` continues it."""
     from tnas.launch import launch
 
     settings = {
@@ -394,20 +503,44 @@ def search_launch(
         "steps": steps,
         "trial_timeout": trial_timeout,
         "supernet": supernet,
+        "threads": threads,
+        "profile_threads": profile_threads,
+        "ref_point": floats_arg(ref_point, "--ref-point"),
+        "allow_mixed_devices": allow_mixed_devices,
     }
-    run_search(lambda progress: launch(run_file, progress=progress, **settings))
+    run_search(lambda progress: launch(run_file, progress=progress, join=join, **settings))
+
+
+def floats_arg(values: list[str] | None, option: str) -> list[float] | None:
+    """Numbers given as repeated options, each maybe comma-separated: `0.5,80` or `0.5 80`."""
+    if not values:
+        return None
+    try:
+        return [float(part) for value in values for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise fail(f"{option} takes numbers, e.g. 0.5,80; got {','.join(values)!r}") from None
 
 
 @search_app.command("resume")
 def search_resume(
     study: str = typer.Argument(..., help="the study to continue"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
+    trials: int = typer.Option(None, help="a new budget of evaluated trials [as stored]"),
+    workers: int = typer.Option(None, help="Ray workers; 0 runs trials here [as stored]"),
+    timeout: float = typer.Option(None, help="seconds for this run [as stored]"),
+    ray_address: str = typer.Option(None, help="join this Ray cluster [as stored]"),
+    join: bool = typer.Option(False, "--join", help="run beside the study's live driver"),
 ):
-    """Continue a study whose driver died; orphaned trials are failed and re-queued."""
+    """Continue a study with its stored settings: trials of a dead driver and interrupted
+    trials run again; --trials extends the budget. A study whose driver is alive is refused
+    unless --join."""
     from tnas.launch import resume
 
     study = study_arg(study)
-    run_search(lambda progress: resume(study, storage=storage, progress=progress))
+    changes = {"trials": trials, "workers": workers, "timeout": timeout, "ray_address": ray_address}
+    run_search(
+        lambda progress: resume(study, storage=storage, progress=progress, join=join, **changes)
+    )
 
 
 def cell(column: str, value) -> str:
@@ -443,11 +576,27 @@ def emit(rows: list[dict], fmt: str, title: str) -> None:
 
 
 @app.command("studies")
-def studies_command(storage: str = typer.Option(None, help=STORAGE_HELP)):
+def studies_command(
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    ref_point: list[str] = typer.Option(
+        None,
+        "--ref-point",
+        help="measure every study's hypervolume against this point (studies sharing their "
+        "objectives), one value per objective: repeat the option or give V1,V2",
+    ),
+):
     """List studies with their trial counts and front sizes."""
     from tnas.search.query import list_studies
+    from tnas.search.reference import describe_reference, parse_reference
 
-    print_rows(list_studies(open_db(storage)), "studies")
+    try:
+        point = parse_reference(ref_point) if ref_point else None
+        rows = list_studies(open_db(storage), ref_point=point)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    print_rows(rows, "studies")
+    if point is not None and rows:
+        console.print(describe_reference(point, rows[0]["objectives"].split(", "), "given"))
 
 
 @app.command("trials")
@@ -470,31 +619,92 @@ def trials_command(
 
 @app.command("pareto")
 def pareto_command(
-    study: list[str] = typer.Argument(..., help="one study, or several to overlay in --plot"),
+    study: list[str] = typer.Argument(
+        ..., help="one study, or several to compare on one hypervolume (or overlay in --plot)"
+    ),
     storage: str = typer.Option(None, help=STORAGE_HELP),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     history: bool = typer.Option(False, help="the front's snapshots over time"),
     plot: str = typer.Option(None, help="write a scatter to FILE.png or FILE.html"),
+    ref_point: list[str] = typer.Option(
+        None,
+        "--ref-point",
+        help="hypervolume reference point, one value per objective in its own units: "
+        "repeat the option or give V1,V2 [several studies: the worst of their own]",
+    ),
 ):
-    """Show the latest Pareto front of a study (from its stored snapshot)."""
-    from tnas.search.query import front_history, pareto_rows
+    """Show the latest Pareto front of a study (from its stored snapshot).
+
+    With several studies, or --ref-point, each study's front (or --history), then their
+    hypervolumes against one reference point, and a line naming it: --ref-point if given,
+    else per objective the worst of the studies' own. Studies with different objectives
+    cannot share one hypervolume (a one-line error). --format json|csv writes the
+    hypervolume rows (or the history rows, with a study column) and the reference point.
+    """
+    from tnas.search.query import compare_fronts, front_history, pareto_rows, study_objectives
+    from tnas.search.reference import describe_reference, parse_reference
 
     study = [study_arg(name) for name in study]
     if plot:
-        output_arg(plot, "--plot")
+        output_arg(plot, "--plot", new_dirs=False)  # plot_fronts creates no directories
     db = open_db(storage)
     try:
+        point = parse_reference(ref_point) if ref_point else None
         if plot:
             from tnas.search.plots import plot_fronts
 
-            plot_fronts(db, study, plot)
+            plot_fronts(db, study, plot, ref_point=point)
             console.print(f"wrote {plot}")
             return
-        name = study[0]
-        rows = front_history(db, name) if history else pareto_rows(db, name)
+        if len(study) == 1 and point is None:
+            name = study[0]
+            rows = front_history(db, name) if history else pareto_rows(db, name)
+            emit(rows, fmt, f"{'front history' if history else 'Pareto front'} of {name}")
+            return
+        compared, reference, source = compare_fronts(db, study, point)
+        line = describe_reference(reference, study_objectives(db, study[0]), source)
+        if history:
+            tables = [(name, front_history(db, name, reference)) for name in study]
+        else:
+            tables = [(name, pareto_rows(db, name)) for name in study]
     except (LookupError, ValueError) as err:
         raise fail(str(err)) from None
-    emit(rows, fmt, f"{'front history' if history else 'Pareto front'} of {name}")
+    if fmt != "table":
+        rows = compared
+        if history:
+            rows = [{"study": name} | row for name, history_rows in tables for row in history_rows]
+        where = {"reference_point": reference, "reference_source": source}
+        emit([row | where for row in rows], fmt, "")
+        return
+    for name, rows in tables:
+        print_rows(rows, f"{'front history' if history else 'Pareto front'} of {name}")
+    print_rows(compared, "hypervolume on one reference point")
+    console.print(line)
+
+
+def listen_problem(host: str, port: int) -> str | None:
+    """Why a server could not listen on `host`:`port` (in use, not an address of this machine,
+    a name that does not resolve), found by binding a socket there and closing it at once;
+    None if it can. The bind sets SO_REUSEADDR, as the dashboard's server does, so a port
+    left in TIME_WAIT counts as free."""
+    import errno
+    import socket
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except (OSError, ValueError) as err:  # gaierror; ValueError: a NUL or a bad IDNA name
+        return f"cannot listen on {shown(host)}: {getattr(err, 'strerror', None) or err}"
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use; pass --port"
+            return f"cannot listen on {host}:{port}: {err.strerror or err}"
+    return None
 
 
 @app.command("dashboard")
@@ -516,6 +726,9 @@ def dashboard_command(
         argv = argv_for(db.url, host=host, port=port)
     except ValueError as err:
         raise fail(str(err)) from None
+    problem = listen_problem(host, port)
+    if problem:
+        raise fail(problem)
     console.print(f"optuna-dashboard on http://{host}:{port} ({redact_url(db.url)})")
     if host not in LOOPBACK_HOSTS:
         console.print(f"note: {host} is reachable from other machines; the dashboard has no login")
@@ -535,14 +748,23 @@ def predictors_calibrate(
     """Measure a per-block latency table for a space on this device."""
     from tnas.nn.quant import UnsupportedQuantization
     from tnas.workers.calibrate import calibrate
+    from tnas.workers.profile import check_device
 
-    output_arg(out, "--out")
+    try:
+        check_device(device)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    output_arg(out, "--out", new_dirs=False)  # before measuring: LatencyTable.save makes no dirs
+    int_arg(seed, "--seed")
     loaded = open_space(space)
     try:
         table = calibrate(loaded, device=device, budget=budget, batch=batch, seq_len=seq, seed=seed)
     except (UnsupportedQuantization, *USER_ERRORS) as err:
         raise fail(str(err)) from None
-    table.save(out)
+    try:
+        table.save(out)
+    except OSError as err:  # removed or filled since the check: one line, not a traceback
+        raise fail(f"cannot write {out}: {err.strerror or err}") from None
     console.print(
         f"wrote {out}: {len(table.entries)} blocks, {len(table.full_models)} whole models, "
         f"{table.measurements} measurements on device {table.device_id}"
@@ -590,14 +812,21 @@ def supernet_train(
     resume: bool = typer.Option(False, help="go on from OUT and OUT's .train.safetensors"),
     ray: bool = typer.Option(False, "--ray", help="run as one Ray task (local, or --ray-address)"),
     ray_address: str = typer.Option(None, help="join this Ray cluster"),
-    cpus: int = typer.Option(1, help="CPUs (torch threads) the training uses"),
+    threads: int = typer.Option(
+        None,
+        "--threads",
+        "--cpus",
+        help="torch threads (CPUs) the training uses [this process's cores; 1 on Ray]",
+    ),
     device: str = typer.Option("cpu", help="cpu or cuda"),
 ):
     """Train a supernet jointly (MatFormer); `tnas extract` then cuts submodels out of it."""
     from tnas.nn.checkpoint import CheckpointError
     from tnas.workers.supernet import train_supernet_job, training_state_path
-    from tnas.workers.train import Budget, TrialFailed
+    from tnas.workers.train import Budget, TrialFailed, default_threads
 
+    if threads is None:  # a Ray task reserves them on a node whose cores we do not know here
+        threads = 1 if ray or ray_address else default_threads(1)
     output_arg(out, "--out")
     output_arg(str(training_state_path(out)), "--out's training state")
     try:
@@ -611,7 +840,7 @@ def supernet_train(
             samples=samples,
             checkpoint_every=checkpoint_every or None,
             resume=resume,
-            threads=cpus,
+            threads=threads,
             ray=ray,
             address=ray_address,
         )

@@ -86,36 +86,58 @@ def launch(
     run: str | Path | Mapping | RunSpec | None = None,
     *,
     progress: ProgressCallback | None = None,
+    join: bool = False,
     **settings,
 ) -> SearchResult:
     """Run a multi-objective architecture search; every trial and front goes to the database.
 
     `run` and `settings` are as `run_spec` takes them: the names of `RunSpec`'s fields
     (`space`, `task`, `objectives`, `trials`, `workers`, `sampler`, `study`, `storage`, ...).
-    A study that exists already is joined (with the same objectives) and searched up to the
-    budget, counting its earlier trials.
+    A study that exists already is continued up to the budget, counting its earlier trials,
+    if the run has the study's identity (`tnas.search.run.identity`: space, task, objectives,
+    constraints, evaluator, budget, latency protocol); else a one-line `RunError` names what
+    differs. A study whose driver is alive is refused unless `join` (a second driver).
     """
-    return search(run_spec(run, **settings), progress=progress)
+    return search(run_spec(run, **settings), progress=progress, join=join)
+
+
+# The settings `resume` may change: how long and where the search runs, not what it measures.
+RESUME_SETTINGS = ("trials", "workers", "timeout", "ray_address")
 
 
 def resume(
-    study: str, *, storage: str | None = None, progress: ProgressCallback | None = None
+    study: str,
+    *,
+    storage: str | None = None,
+    progress: ProgressCallback | None = None,
+    join: bool = False,
+    **changes,
 ) -> SearchResult:
-    """Continue a study whose driver died, with the settings stored when it was launched: its
-    orphaned RUNNING trials are failed (`orphaned`) and their configs queued again."""
+    """Continue a study with the settings stored with it: the RUNNING trials of dead drivers
+    are failed (`orphaned`), and the configs of trials cut short (orphaned or `interrupted`)
+    are queued again. `changes` may set `trials` (a new budget, e.g. a larger one),
+    `workers`, `timeout` and `ray_address`; the new values are stored. A study whose driver is
+    alive is refused unless `join`."""
     from tnas.search.query import study_settings
 
+    unknown = sorted(set(changes) - set(RESUME_SETTINGS))
+    if unknown:
+        raise RunError(
+            f"resume cannot change {', '.join(unknown)}; it can change "
+            f"{', '.join(RESUME_SETTINGS)} (the rest is the study's identity)"
+        )
     db = open_database(storage)
     try:
         run = study_settings(db, study).run
         if not run:
             raise RunError(f"study {study!r} has no stored run settings")
-        spec = RunSpec.build(run | {"storage": db.url, "study": study})
+        changes = {key: value for key, value in changes.items() if value is not None}
+        spec = RunSpec.build(run | changes | {"storage": db.url, "study": study})
     except LookupError as err:
         raise RunError(str(err)) from None
     finally:
         db.close()
-    return search(spec, resume=True, progress=progress)
+    return search(spec, resume=True, progress=progress, join=join)
 
 
 def open_database(storage: str | None) -> Database:
@@ -125,30 +147,37 @@ def open_database(storage: str | None) -> Database:
 
 
 def search(
-    spec: RunSpec, resume: bool = False, progress: ProgressCallback | None = None
+    spec: RunSpec,
+    resume: bool = False,
+    progress: ProgressCallback | None = None,
+    join: bool = False,
 ) -> SearchResult:
     """Check `spec`, open the study and the evaluator, and drive the search (what `launch`
-    and `resume` share)."""
+    and `resume` share). While it runs, the driver's heartbeat is in the database."""
     from tnas.search import run as runs
+    from tnas.search.liveness import Heartbeat, check_live
     from tnas.search.query import pareto_rows
 
     plan = prepare(spec)
     spec = plan.spec
     db = open_database(spec.storage)
     try:
+        live = check_live(db, spec.study_name, join)
         study = runs.open_study(spec, db, plan.space)
-        requeued = runs.requeue_orphans(study, plan.space) if resume else None
-        evaluator = plan.start_evaluator()
-        try:
-            driver = runs.make_driver(
-                spec, study, plan.space, evaluator, db, plan.constraints, plan.pool, progress
-            )
-            driver.progress.requeued = requeued
-            if progress:
-                progress(driver.progress)
-            finished = driver.run()
-        finally:
-            evaluator.close()
+        with Heartbeat(db, spec.study_name) as heartbeat:
+            requeued = runs.requeue_orphans(study, plan.space, live) if resume else None
+            evaluator = plan.start_evaluator()
+            try:
+                driver = runs.make_driver(
+                    spec, study, plan.space, evaluator, db, plan.constraints, plan.pool, progress
+                )
+                driver.driver_id = heartbeat.id
+                driver.progress.requeued = requeued
+                if progress:
+                    progress(driver.progress)
+                finished = driver.run()
+            finally:
+                evaluator.close()
         return SearchResult(
             study=spec.study_name,
             storage=redact_url(db.url),
@@ -169,11 +198,17 @@ def prepare(spec: RunSpec) -> Plan:
     from tnas.space import load_space
 
     try:
+        spec = runs.with_absolute_paths(spec)
         if spec.supernet:
             spec = supernet_settings(spec)
         space = load_space(spec.space)
         pool = runs.read_pool(spec.pool, space) if spec.pool else None
+        if not spec.evaluator and spec.pool and is_replay_table(spec.pool):
+            # A pool in the replay format is its own evaluator.
+            spec = spec.model_copy(update={"evaluator": f"replay:{spec.pool}"})
         start_evaluator, metric_names = build_evaluator(spec, space)
+        if spec.evaluator:  # a replay table: the search picks from the configs it records
+            pool = start_evaluator().search_pool(pool)
         constraints = runs.check_run(spec, space, metric_names)
     except RunError:
         raise
@@ -188,8 +223,6 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
     from tnas.workers.replay import parse_replay
 
     replay_spec = spec.evaluator
-    if not replay_spec and spec.pool and '"metrics"' in Path(spec.pool).read_text()[:100_000]:
-        replay_spec = f"replay:{spec.pool}"  # a pool in the replay format is its own evaluator
     if replay_spec and spec.supernet:
         raise RunError(f"--supernet evaluates configs itself; it cannot go with {replay_spec}")
     if replay_spec:
@@ -199,8 +232,12 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
     from tnas.workers.backend import ProfileSettings, TrialJob, WorkerCache
     from tnas.workers.train import Budget
 
-    profile = ProfileSettings(
-        batch=spec.profile_batch, seq_len=spec.profile_seq_len, repeats=spec.profile_repeats
+    profile = ProfileSettings(  # the same protocol inline and on every Ray worker
+        batch=spec.profile_batch,
+        seq_len=spec.profile_seq_len,
+        repeats=spec.profile_repeats,
+        warmup=spec.profile_warmup,
+        threads=spec.profile_threads,
     )
     cache = WorkerCache()
     if spec.supernet:
@@ -214,12 +251,19 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
         from tnas.workers.pool import RayPool
 
         if spec.workers == 0:
-            return InlineEvaluator(job, cache)  # the supernet checked here is loaded once
+            # the supernet checked here is loaded once; None threads: this process's cores
+            return InlineEvaluator(job, cache, threads=spec.threads)
         return RayPool(
             job, workers=spec.workers, address=spec.ray_address, trial_timeout=spec.trial_timeout
         )
 
     return start, job.metric_names()
+
+
+def is_replay_table(path: str) -> bool:
+    """Whether the JSONL file at `path` is a replay table (its rows carry metrics)."""
+    with open(path, errors="replace") as stream:
+        return '"metrics"' in stream.read(100_000)
 
 
 def supernet_settings(spec: RunSpec) -> RunSpec:
@@ -280,6 +324,38 @@ def study_submodel(study: str, number: int, storage: str | None = None) -> tuple
     except SETTING_ERRORS as err:
         raise LookupError(f"trial {number} of study {study!r}: {one_line(err)}") from None
     return run["supernet"], config
+
+
+def study_trial_config(
+    study: str, number: int, storage: str | None = None
+) -> tuple[dict, ArchConfig]:
+    """The stored run settings (a dict of `RunSpec` fields: `task`, `steps`, `batch_size`,
+    `lr`, `seed`, ...) of a study and the config of its trial `number`, as sampled: what
+    `tnas train --study NAME --trial N` retrains. A one-line `LookupError` if there is none.
+
+    >>> run, config = study_trial_config("notebook", 0, "sqlite:///demo.db")  # doctest: +SKIP
+    >>> run["task"], config.short_hash                                       # doctest: +SKIP
+    ('digits', '3f2a9c01d4e7')
+    """
+    from tnas.search.query import study_settings, study_trial
+
+    db = open_database(storage)
+    try:
+        run = study_settings(db, study).run
+        if not run:
+            raise LookupError(f"study {study!r} has no stored run settings")
+        trial = study_trial(db, study, number)
+    finally:
+        db.close()
+    attrs = trial.user_attrs
+    if "config" not in attrs:
+        reason = attrs.get("reason") or trial.state.name.lower()
+        raise LookupError(f"trial {number} of study {study!r} has no config ({reason})")
+    try:
+        config = ArchConfig.from_dict(attrs["config"])
+    except SETTING_ERRORS as err:
+        raise LookupError(f"trial {number} of study {study!r}: {one_line(err)}") from None
+    return dict(run), config
 
 
 __all__ = ["Plan", "RunError", "RunSpec", "SearchResult", "launch", "resume", "run_spec"]

@@ -31,9 +31,22 @@ from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_mi
 from tnas.search.settings import NOT_EVALUATED, Objective
 from tnas.space import ArchConfig, DesignSpace
 from tnas.space.constraints import Constraint
+from tnas.space.errors import OneLineError
 
+DEVICE_ATTR = "tnas_device"  # the study user attribute: the device its latencies come from
+DRIVER_ATTR = "driver"  # the trial user attribute: the heartbeat id of the driver running it
 # Consecutive suggestions that are infeasible or already evaluated before the driver gives up.
 MAX_WASTED_ASKS = 200
+
+
+class RunError(OneLineError):
+    """A run that cannot start or go on; one line, naming the problem."""
+
+
+def device_text(fingerprint: dict) -> str:
+    """A device fingerprint in a few words: `cpu (Intel Xeon ..., id 3f2a...)`."""
+    model = fingerprint.get("gpu") or fingerprint.get("cpu") or "unknown"
+    return f"{fingerprint.get('device', '?')} ({model}, id {fingerprint.get('id')})"
 
 
 @dataclass
@@ -76,10 +89,14 @@ class SearchDriver:
     pool: list[ArchConfig] | None = None
     on_update: Callable[[Progress], None] | None = None
     progress: Progress = field(default_factory=Progress)
+    allow_mixed_devices: bool = False
+    driver_id: str = ""  # this driver's heartbeat id, recorded with each trial it runs
 
     def __post_init__(self):
         self.in_flight: dict[str, tuple[object, ArchConfig]] = {}
         self.interrupted = threading.Event()
+        self.refusal = ""  # why the study refuses to go on (a trial measured elsewhere)
+        self.device: dict | None = self.study.user_attrs.get(DEVICE_ATTR)
         self.front_numbers: frozenset[int] = frozenset()
         self.progress.study, self.progress.total = self.study.study_name, self.n_trials
 
@@ -169,6 +186,8 @@ class SearchDriver:
                     return
                 config = mapped
             trial.set_user_attr("config", config.to_dict())
+            if self.driver_id:
+                trial.set_user_attr(DRIVER_ATTR, self.driver_id)
             trial.set_user_attr("config_hash", config.hash)
             for name, value in self.constraint_values(config).items():
                 trial.set_constraint(name, value)
@@ -194,8 +213,13 @@ class SearchDriver:
                 wasted = 0
 
     def record(self, report: dict) -> None:
-        """Store a report with its trial and tell Optuna the outcome."""
+        """Store a report with its trial and tell Optuna the outcome. An objective the report
+        lacks fails the trial as `missing_metric`; one that is NaN, infinite or beyond 1e30 in
+        magnitude as `bad_metric` (an evaluated failure), its `error` naming the metric and
+        value, so that no such value reaches the front or its hypervolume."""
         from optuna.trial import TrialState
+
+        from tnas.search.reference import METRIC_LIMIT
 
         trial, _ = self.in_flight.pop(report["key"])
         metrics = report.get("metrics") or {}
@@ -204,39 +228,82 @@ class SearchDriver:
         if report.get("node_ip"):
             trial.set_user_attr("node_ip", report["node_ip"])
         values = [metrics.get(o.name) for o in self.objectives]
-        usable = all(isinstance(v, int | float) and math.isfinite(v) for v in values)
-        if report["status"] == "ok" and not usable:
-            missing = [o.name for o, v in zip(self.objectives, values, strict=True) if v is None]
+        named = list(zip(self.objectives, values, strict=True))
+        missing = [o.name for o, v in named if v is None]
+        bad = [
+            f"{o.name}={v!r}"
+            for o, v in named
+            if v is not None
+            and not (isinstance(v, int | float) and math.isfinite(v) and abs(v) <= METRIC_LIMIT)
+        ]
+        usable = not missing and not bad
+        if report["status"] == "ok" and missing:
             trial.set_user_attr("reason", "missing_metric")
             trial.set_user_attr("error", f"the evaluator reported no {', '.join(missing)}")
+        elif report["status"] == "ok" and bad:
+            trial.set_user_attr("reason", "bad_metric")
+            trial.set_user_attr(
+                "error",
+                f"unusable objective value {', '.join(bad)}: each must be a finite number "
+                f"of magnitude <= {METRIC_LIMIT:g}",
+            )
         if report["status"] == "ok" and usable:
             self.study.tell(trial, [float(v) for v in values])
         else:
             self.study.tell(trial, state=TrialState.FAIL)
 
     def snapshot(self) -> None:
-        """Store the front if its membership changed; update the progress figures."""
+        """Store the front if its membership or its reference point changed; update the
+        progress figures.
+
+        The hypervolume is measured against the study's frozen reference point
+        (`tnas.search.reference`): the run's `ref_point`, frozen before the first trial, else
+        one derived from the first completed batch (at least `max(2, slots)` completed trials,
+        or all there are once the budget is spent with nothing in flight) and frozen then. Until
+        then a provisional point derived from the trials so far is used, and a snapshot is
+        stored whenever it moves, so the progress bar and the latest snapshot always agree. A
+        study made before reference points were stored gets one frozen here the same way.
+        Completed trials with values that are not usable (NaN, infinite, beyond 1e30: recorded
+        before `record` refused them) stay off the front.
+        """
+        from tnas.search.reference import settle_reference, usable_metric
+
         _, _, members, evaluated, failed = self.recorded()
         self.progress.finished, self.progress.failed = evaluated, failed
         self.progress.in_flight = len(self.in_flight)
+        members = [m for m in members if all(map(usable_metric, m.values))]
+        directions = [o.direction for o in self.objectives]
+        values = np.array([m.values for m in members], dtype=float)
+        first_batch_in = len(members) >= max(2, self.evaluator.slots) or bool(
+            members and evaluated >= self.n_trials and not self.in_flight
+        )
+        frozen, frozen_now = settle_reference(self.study, self.objectives, values, first_batch_in)
         if not members:
             return
-        directions = [o.direction for o in self.objectives]
-        points = to_minimization(np.array([m.values for m in members], dtype=float), directions)
-        front = [members[i] for i in pareto_front(points)]
+        points = to_minimization(values, directions)
+        if frozen is None:
+            reference = reference_point(points)  # provisional: the first batch is not in yet
+        else:
+            reference = to_minimization(np.asarray(frozen, dtype=float), directions)
+        on_front = pareto_front(points)
+        front = [members[i] for i in on_front]
         numbers = frozenset(m.number for m in front)
-        reference = reference_point(points)
-        volume = hypervolume(points[pareto_front(points)], reference)
+        volume = hypervolume(points[on_front], reference)
         self.progress.front_size, self.progress.hypervolume = len(front), volume
+        reference = [float(x) for x in reference]
         if numbers == self.front_numbers:
-            return
+            if frozen is not None and not frozen_now:
+                return  # frozen before this call: this driver's last snapshot used it
+            latest = self.db.latest_snapshot(self.study.study_name)
+            if latest is not None and list(latest["reference_point"]) == reference:
+                return
         self.front_numbers = numbers
         self.db.save_snapshot(
             self.study.study_name,
             [o.to_dict() for o in self.objectives],
             len(members),
             volume,
-            [float(x) for x in reference],
+            reference,
             [
                 {
                     "trial_number": m.number,
@@ -247,6 +314,36 @@ class SearchDriver:
                 for m in front
             ],
         )
+
+    def check_device(self, report: dict) -> None:
+        """Keep the study on one measuring device: the first measured trial's device
+        fingerprint is stored with the study; a trial measured on another device is failed
+        (`other_device`, not counted, so resume can re-run it) and the search stops, unless
+        the study allows mixed devices."""
+        fingerprint = report.get("fingerprint")
+        if report["status"] != "ok" or not isinstance(fingerprint, dict) or "id" not in fingerprint:
+            return
+        if self.device is None:
+            self.device = {key: fingerprint.get(key) for key in ("id", "device", "cpu", "gpu")}
+            self.study.set_user_attr(DEVICE_ATTR, self.device)
+        elif fingerprint["id"] != self.device["id"] and not self.allow_mixed_devices:
+            here = device_text(fingerprint)
+            message = (
+                f"trial {report['key']} was measured on {here}, but study "
+                f"{self.study.study_name!r} measures on {device_text(self.device)}; run its "
+                "workers on that device, or launch with --allow-mixed-devices"
+            )
+            report.update(status="failed", reason="other_device", error=message)
+            self.refusal = message
+            self.interrupted.set()
+
+    def interrupt(self, *_) -> None:
+        """Stop soon (SIGINT, SIGTERM): no new trial; a trial running in this process is cut
+        at its next training step if the evaluator can (`interrupt()`)."""
+        self.interrupted.set()
+        interrupt = getattr(self.evaluator, "interrupt", None)
+        if interrupt is not None:
+            interrupt()
 
     def fail_in_flight(self, reason: str) -> None:
         from optuna.trial import TrialState
@@ -259,15 +356,18 @@ class SearchDriver:
     def run(self) -> Progress:
         """Search until the budget, the timeout, or nothing new to try.
 
-        Ctrl-C (SIGINT) stops cleanly: the signal only sets a flag, checked between Optuna
-        calls, so no trial is left half-written; in-flight trials are marked failed
-        (`interrupted`), `progress.stopped` says "interrupted", and the study can be resumed.
-        A `StorageError` is raised as it is, with no last write attempted.
+        Ctrl-C (SIGINT) and SIGTERM stop cleanly: the signal sets a flag, checked between
+        Optuna calls, so no trial is left half-written, and asks the evaluator to cut a trial
+        it runs in this process at its next training step; in-flight trials are marked failed
+        (`interrupted`), `progress.stopped` says "interrupted", and `resume` re-runs them.
+        A `StorageError` is raised as it is, with no last write attempted; a trial measured on
+        another device raises `RunError` once the study is consistent (`check_device`).
         """
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        previous = None
+        previous = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, lambda *_: self.interrupted.set())
+            for number in (signal.SIGINT, signal.SIGTERM):
+                previous[number] = signal.signal(number, self.interrupt)
         storage_failed = False
         try:
             self.snapshot()
@@ -276,6 +376,7 @@ class SearchDriver:
                 if not self.in_flight:
                     break
                 for report in self.evaluator.collect(timeout=1.0):
+                    self.check_device(report)
                     self.record(report)
                 self.snapshot()
                 if self.on_update:
@@ -291,12 +392,14 @@ class SearchDriver:
             storage_failed = True  # the database is unusable: another write would fail too
             raise
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
             if not storage_failed:
                 self.snapshot()
                 if self.on_update:
                     self.on_update(self.progress)
+        if self.refusal:
+            raise RunError(self.refusal)
         if not self.progress.stopped:
             self.progress.stopped = f"{self.progress.finished} trials evaluated"
         return self.progress

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from tnas.search.query import objectives_text, study_objectives
+from tnas.space.errors import shown
 
 if TYPE_CHECKING:
     import numpy as np
@@ -43,19 +44,29 @@ class StudyFront:
     objectives: list[dict[str, str]]
     completed: np.ndarray  # (n, m) values of every completed trial
     front: list[dict[str, Any]]  # {"number", "values", "config_hash"}, best first on objective 0
-    reference: np.ndarray | None  # the snapshot's reference point, minimised; None without one
+    reference: list[float] | None  # the study's reference point (natural units); None without
+    snapshot: dict[str, Any] | None = None  # the latest front snapshot, None before the first
     hypervolume: float | None = None  # against the picture's reference point
 
 
-def plot_fronts(db: Database, study_names: Sequence[str], path: str | Path) -> Path:
+def plot_fronts(
+    db: Database,
+    study_names: Sequence[str],
+    path: str | Path,
+    ref_point: Sequence[float] | None = None,
+) -> Path:
     """Draw the completed trials and the latest front of each study; return the path written.
 
     The first two objectives are the axes (a 3+-objective study says so in the title). Each
     study has one colour: its completed trials light, its front as markers joined by the
-    staircase of the region it dominates, and a legend entry with its hypervolume. Overlaid
-    studies are measured against one reference point, the worst of their own, so their
-    hypervolumes compare. `.png` writes a PNG; `.html` a page with the figure as inline SVG and
-    a table of the front members. Studies with different objectives raise `ValueError`.
+    staircase of the region it dominates, and a legend entry with its hypervolume. The
+    hypervolumes are measured against one reference point, named in the title: `ref_point`
+    (natural units) if given, else the study's own frozen one (`tnas.search.reference`), and
+    with several studies the worst of their own, so that they compare (a study with no
+    snapshot yet gets one derived from its completed trials). `.png` writes a PNG; `.html` a
+    page with the figure as inline SVG and
+    a table of the front members. Studies with different objectives, and a path that cannot
+    be written, raise `ValueError` (one line).
     """
     path = Path(path)
     if path.suffix.lower() not in SUFFIXES:
@@ -74,12 +85,15 @@ def plot_fronts(db: Database, study_names: Sequence[str], path: str | Path) -> P
             f"a front plot needs two objectives; {', '.join(study_names)} "
             f"has one ({objectives_text(objectives)})"
         )
-    _measure(fronts)
-    figure = _figure(fronts)
-    if path.suffix.lower() == ".png":
-        figure.savefig(path, format="png", dpi=PNG_DPI)
-    else:
-        path.write_text(_html_page(fronts, figure), encoding="utf-8")
+    caption = _measure(fronts, ref_point)
+    figure = _figure(fronts, caption)
+    try:
+        if path.suffix.lower() == ".png":
+            figure.savefig(path, format="png", dpi=PNG_DPI)
+        else:
+            path.write_text(_html_page(fronts, figure), encoding="utf-8")
+    except OSError as err:  # a missing directory, a full disk: one line, as a bad input is
+        raise ValueError(f"cannot write {shown(str(path))}: {err.strerror or err}") from None
     return path
 
 
@@ -94,6 +108,7 @@ def load_study_front(db: Database, study_name: str) -> StudyFront:
     from optuna.trial import TrialState
 
     from tnas.search.pareto import pareto_front, to_minimization
+    from tnas.search.reference import reference_of
 
     objectives = study_objectives(db, study_name)
     study = optuna.load_study(study_name=study_name, storage=db.optuna_storage())
@@ -110,7 +125,6 @@ def load_study_front(db: Database, study_name: str) -> StudyFront:
             }
             for member in snapshot["members"]
         ]
-        reference = np.asarray(snapshot["reference_point"], dtype=float)
     else:
         directions = [objective["direction"] for objective in objectives]
         on_front = pareto_front(to_minimization(completed, directions)) if len(trials) else []
@@ -122,34 +136,55 @@ def load_study_front(db: Database, study_name: str) -> StudyFront:
             }
             for row in on_front
         ]
-        reference = None
+    directions = [objective["direction"] for objective in objectives]
+    reference = reference_of(study.user_attrs, directions, snapshot)[0]
     sign = -1.0 if objectives[0]["direction"] == "max" else 1.0
     front.sort(key=lambda member: (sign * member["values"][0], member["number"]))
-    return StudyFront(study_name, objectives, completed, front, reference)
+    return StudyFront(study_name, objectives, completed, front, reference, snapshot)
 
 
-def _measure(fronts: list[StudyFront]) -> None:
-    """Set each front's hypervolume against one reference point shared by all of them."""
+def _measure(fronts: list[StudyFront], ref_point: Sequence[float] | None = None) -> str:
+    """Set each front's hypervolume against one reference point shared by all of them:
+    `ref_point` if given, else the worst of the studies' own (one derived from the completed
+    trials of a study with none); return the line that names it."""
     import numpy as np
 
-    from tnas.search.pareto import hypervolume, reference_point, to_minimization
+    from tnas.search.reference import (
+        check_reference,
+        derive_reference,
+        describe_reference,
+        measure,
+        snapshot_hypervolume,
+        worst_reference,
+    )
 
-    directions = [objective["direction"] for objective in fronts[0].objectives]
-    references = [front.reference for front in fronts if front.reference is not None]
-    unmeasured = [front.completed for front in fronts if front.reference is None]
-    unmeasured = [values for values in unmeasured if len(values)]
-    if unmeasured:
-        references.append(reference_point(to_minimization(np.vstack(unmeasured), directions)))
-    if not references:
-        return  # no study has a completed trial
-    reference = np.max(references, axis=0)
+    objectives = fronts[0].objectives
+    directions = [objective["direction"] for objective in objectives]
+    if ref_point is not None:
+        reference, source = check_reference(ref_point, objectives), "given"
+    else:
+        references = [front.reference for front in fronts if front.reference is not None]
+        source = "stored" if len(fronts) == 1 else "worst of stored"
+        unmeasured = [f.completed for f in fronts if f.reference is None and len(f.completed)]
+        if unmeasured:
+            try:
+                references.append(derive_reference(np.vstack(unmeasured), directions))
+                source = "worst of stored and derived" if references[:-1] else "derived"
+            except ValueError:
+                pass  # no completed trial has usable values
+        if not references:
+            return describe_reference(None, objectives, "none")  # no completed trial at all
+        reference = worst_reference(references, directions)
     for front in fronts:
-        if front.front:
-            values = np.array([member["values"] for member in front.front], dtype=float)
-            front.hypervolume = hypervolume(to_minimization(values, directions), reference)
+        if front.snapshot is not None:
+            front.hypervolume = snapshot_hypervolume(front.snapshot, reference, directions)
+        elif front.front:
+            values = [member["values"] for member in front.front]
+            front.hypervolume = measure(values, reference, directions)
+    return describe_reference(reference, objectives, source)
 
 
-def _figure(fronts: list[StudyFront]) -> Any:
+def _figure(fronts: list[StudyFront], caption: str = "") -> Any:
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -198,6 +233,8 @@ def _figure(fronts: list[StudyFront]) -> Any:
             f"\nfirst 2 of {len(objectives)} objectives shown; "
             f"fronts and HV over all {len(objectives)}"
         )
+    if caption:
+        title += f"\nHV {caption}"
     axes.set_title(title, fontsize=11)
     axes.grid(True, alpha=0.3)
     axes.legend(fontsize=9)

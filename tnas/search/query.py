@@ -34,14 +34,23 @@ TRIAL_STATES = ("RUNNING", "COMPLETE", "PRUNED", "FAIL", "WAITING")
 SHORT_HASH = 12
 
 
-def list_studies(db: Database) -> list[dict[str, Any]]:
+def list_studies(db: Database, ref_point: Sequence[float] | None = None) -> list[dict[str, Any]]:
     """One row per study: trial counts by state, the latest front's size and hypervolume.
 
     Keys: name, objectives (e.g. "accuracy:max, latency_ms:min"), n_trials, n_complete,
     n_failed, n_running, front_size and hypervolume (None before the first snapshot) and
     datetime_start (the first trial's start, None without trials).
+
+    The hypervolume is measured against each study's own frozen reference point
+    (`tnas.search.reference`; a study made before reference points were stored: its latest
+    snapshot's), exactly the figure the search's progress showed last. With `ref_point`
+    (natural units, one value per objective) every study is measured against that one point,
+    so the figures compare; the studies must then share their objectives, else a one-line
+    `ValueError`, as for a `ref_point` of the wrong length.
     """
     from sqlalchemy import column, func, select, table
+
+    from tnas.search.reference import check_reference, reference_of, snapshot_hypervolume
 
     storage = db.optuna_storage()
     studies = storage.get_all_studies()
@@ -67,12 +76,24 @@ def list_studies(db: Database) -> list[dict[str, Any]]:
             if start is not None:
                 start = _as_datetime(start)
                 first_start[name] = min(start, first_start.get(name, start))
+    objectives_of = {s.study_name: _study_objectives(s.user_attrs, s.directions) for s in studies}
+    given = None
+    if ref_point is not None and studies:
+        _same_objectives(objectives_of, "one reference point")
+        given = check_reference(ref_point, objectives_of[studies[0].study_name])
     rows = []
     for study in studies:
         by_state = counts.get(study.study_name, {})
         snapshot = db.latest_snapshot(study.study_name)
-        objectives = _study_objectives(study.user_attrs, study.directions)
+        objectives = objectives_of[study.study_name]
         started = first_start.get(study.study_name)
+        volume = None
+        if snapshot is not None:
+            directions = [objective["direction"] for objective in objectives]
+            reference = given or reference_of(study.user_attrs, directions, snapshot)[0]
+            volume = snapshot["hypervolume"]
+            if reference is not None:
+                volume = snapshot_hypervolume(snapshot, reference, directions)
         rows.append(
             {
                 "name": study.study_name,
@@ -82,7 +103,7 @@ def list_studies(db: Database) -> list[dict[str, Any]]:
                 "n_failed": by_state.get("FAIL", 0),
                 "n_running": by_state.get("RUNNING", 0),
                 "front_size": None if snapshot is None else len(snapshot["members"]),
-                "hypervolume": None if snapshot is None else snapshot["hypervolume"],
+                "hypervolume": volume,
                 "datetime_start": None if started is None else _iso(started),
             }
         )
@@ -169,25 +190,106 @@ def pareto_rows(db: Database, study_name: str) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: (sign * row[first["name"]], row["number"]))
 
 
-def front_history(db: Database, study_name: str) -> list[dict[str, Any]]:
+def front_history(
+    db: Database, study_name: str, ref_point: Sequence[float] | None = None
+) -> list[dict[str, Any]]:
     """Every snapshot of the study's front, oldest first: how the front grew.
 
     Keys: id, created_at, n_trials (completed trials it was computed from), hypervolume and
-    front_size. An unknown study raises `LookupError`.
+    front_size. Every hypervolume is measured against one point, so the column shows growth:
+    `ref_point` (natural units, one value per objective) if given, else the study's frozen
+    reference point (a study made before reference points were stored: its latest
+    snapshot's). A snapshot stored against another point (before the point was frozen) is
+    measured again from its members; the others, the last among them, show the figure the
+    search stored. An unknown study raises `LookupError`.
     """
+    from tnas.search.reference import check_reference, reference_of, snapshot_hypervolume
+
     history = db.snapshot_history(study_name)
+    study_id = _study_id(db, study_name)
     if not history:
-        _study_id(db, study_name)
+        return []
+    storage = db.optuna_storage()
+    attrs = storage.get_study_user_attrs(study_id)
+    objectives = _study_objectives(attrs, storage.get_study_directions(study_id))
+    directions = [objective["direction"] for objective in objectives]
+    if ref_point is not None:
+        reference = check_reference(ref_point, objectives)
+    else:
+        reference = reference_of(attrs, directions, db.latest_snapshot(study_name))[0]
+    volumes = {row["id"]: row["hypervolume"] for row in history}
+    if reference is not None:
+        for snapshot in _snapshots_measured_elsewhere(db, study_name, reference, directions):
+            volumes[snapshot["id"]] = snapshot_hypervolume(snapshot, reference, directions)
     return [
         {
             "id": row["id"],
             "created_at": _iso(row["created_at"]),
             "n_trials": row["n_trials"],
-            "hypervolume": row["hypervolume"],
+            "hypervolume": volumes[row["id"]],
             "front_size": row["front_size"],
         }
         for row in history
     ]
+
+
+def compare_fronts(
+    db: Database, study_names: Sequence[str], ref_point: Sequence[float] | None = None
+) -> tuple[list[dict[str, Any]], list[float] | None, str]:
+    """The latest fronts of several studies measured against one reference point, so that
+    their hypervolumes compare: `(rows, reference, source)`.
+
+    Rows, one per study in the order given: study, n_trials (completed trials of its latest
+    snapshot), front_size and hypervolume (None for a study with no snapshot yet). The
+    reference (natural units) is `ref_point` if given (source "given"), else per objective the
+    worst of the studies' own reference points (`tnas.search.reference.reference_of`;
+    "worst of stored"), else None ("none": no study has a front yet). Studies with different
+    objectives cannot share a hypervolume: a one-line `ValueError` says so; an unknown study
+    is a `LookupError`.
+    """
+    from tnas.search.reference import (
+        check_reference,
+        reference_of,
+        snapshot_hypervolume,
+        worst_reference,
+    )
+
+    if not study_names:
+        raise ValueError("compare_fronts needs at least one study name")
+    storage = db.optuna_storage()
+    objectives_of, attrs_of, snapshots = {}, {}, {}
+    for name in study_names:
+        study_id = _study_id(db, name)
+        attrs_of[name] = storage.get_study_user_attrs(study_id)
+        objectives_of[name] = _study_objectives(
+            attrs_of[name], storage.get_study_directions(study_id)
+        )
+        snapshots[name] = db.latest_snapshot(name)
+    _same_objectives(objectives_of, "one hypervolume")
+    objectives = objectives_of[study_names[0]]
+    directions = [objective["direction"] for objective in objectives]
+    if ref_point is not None:
+        reference, source = check_reference(ref_point, objectives), "given"
+    else:
+        own = [reference_of(attrs_of[n], directions, snapshots[n])[0] for n in study_names]
+        own = [point for point in own if point is not None]
+        reference = worst_reference(own, directions) if own else None
+        source = "worst of stored" if own else "none"
+    rows = []
+    for name in study_names:
+        snapshot = snapshots[name]
+        volume = None
+        if snapshot is not None and reference is not None:
+            volume = snapshot_hypervolume(snapshot, reference, directions)
+        rows.append(
+            {
+                "study": name,
+                "n_trials": None if snapshot is None else snapshot["n_trials"],
+                "front_size": None if snapshot is None else len(snapshot["members"]),
+                "hypervolume": volume,
+            }
+        )
+    return rows, reference, source
 
 
 def predictor_report(db: Database, study_name: str) -> list[dict[str, Any]]:
@@ -326,6 +428,52 @@ def _study_id(db: Database, study_name: str) -> int:
 
 def _study_objectives(user_attrs: Mapping[str, Any], directions: Sequence[Any]) -> list[dict]:
     return [o.to_dict() for o in StudySettings.of(user_attrs, directions).objectives]
+
+
+def _same_objectives(objectives_of: Mapping[str, list[dict]], what: str) -> None:
+    """A one-line `ValueError` unless every study (name -> objectives) has the same ones."""
+    if len({objectives_text(objectives) for objectives in objectives_of.values()}) > 1:
+        described = "; ".join(f"{n} ({objectives_text(o)})" for n, o in objectives_of.items())
+        raise ValueError(f"cannot compare studies with different objectives on {what}: {described}")
+
+
+def _snapshots_measured_elsewhere(
+    db: Database, study_name: str, reference: Sequence[float], directions: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The study's snapshots stored against another reference point than `reference`
+    (natural units), each {"id", "reference_point", "hypervolume", "members": [{"values"}]}."""
+    from sqlalchemy import select
+
+    from tnas.search.db.models import FrontMember, FrontSnapshot
+    from tnas.search.pareto import to_minimization
+
+    bound = [float(x) for x in to_minimization(list(reference), directions)]
+    points = select(FrontSnapshot.id, FrontSnapshot.reference_point, FrontSnapshot.hypervolume)
+    points = points.where(FrontSnapshot.study_name == study_name)
+
+    def read(session) -> list[dict[str, Any]]:
+        elsewhere = {
+            row.id: {
+                "id": row.id,
+                "reference_point": row.reference_point,
+                "hypervolume": row.hypervolume,
+                "members": [],
+            }
+            for row in session.execute(points)
+            if [float(x) for x in row.reference_point] != bound
+        }
+        if not elsewhere:
+            return []
+        members = select(FrontMember.snapshot_id, FrontMember.values).join(FrontSnapshot)
+        members = members.where(FrontSnapshot.study_name == study_name)
+        if len(elsewhere) <= 500:  # else every member of the study: one query either way
+            members = members.where(FrontMember.snapshot_id.in_(list(elsewhere)))
+        for row in session.execute(members):
+            if row.snapshot_id in elsewhere:
+                elsewhere[row.snapshot_id]["members"].append({"values": row.values})
+        return list(elsewhere.values())
+
+    return db.transaction(read)
 
 
 def _as_datetime(value: datetime | str) -> datetime:

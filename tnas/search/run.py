@@ -15,21 +15,17 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from tnas.safety import UnsafeInput, redact_url, safe_name
-from tnas.search.driver import SearchDriver
+from tnas.search.driver import DRIVER_ATTR, RunError, SearchDriver
 from tnas.search.samplers import SAMPLERS, create_sampler
-from tnas.search.settings import ATTR, Objective, StudySettings
+from tnas.search.settings import ATTR, NOT_EVALUATED, RERUN, Objective, StudySettings
 from tnas.space import ArchConfig, DesignSpace, SpaceError
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
-from tnas.space.errors import OneLineError, shown, unknown_name
+from tnas.space.errors import shown, unknown_name
 from tnas.space.yamlio import compose, read_document
 
 FEASIBILITY_SAMPLES = 2000
 MAX_INT = 2**31 - 1  # the largest count, seed or size a run setting takes
 MAX_WORKERS = 1024
-
-
-class RunError(OneLineError):
-    """A run that cannot start; one line, naming the problem."""
 
 
 class RunSpec(BaseModel):
@@ -59,6 +55,11 @@ class RunSpec(BaseModel):
     profile_batch: int = 1
     profile_seq_len: int = 128
     profile_repeats: int = 20
+    profile_warmup: int = 3
+    profile_threads: int = 1  # torch threads while timing, the same inline and on Ray
+    threads: int | None = None  # training threads in this process (workers=0); None: cores
+    ref_point: list[float] | None = None  # hypervolume reference; None: frozen from 1st batch
+    allow_mixed_devices: bool = False
     population_size: int = 16
 
     @field_validator("sampler")
@@ -69,16 +70,34 @@ class RunSpec(BaseModel):
         return name
 
     @field_validator(
-        "trials", "steps", "batch_size", "profile_batch", "profile_seq_len", "profile_repeats"
+        "trials",
+        "steps",
+        "batch_size",
+        "profile_batch",
+        "profile_seq_len",
+        "profile_repeats",
+        "profile_threads",
     )
     @classmethod
     def _positive(cls, value: int) -> int:
         return _in_range(value, 1, MAX_INT)
 
-    @field_validator("seed")
+    @field_validator("seed", "profile_warmup")
     @classmethod
     def _seed(cls, value: int) -> int:
         return _in_range(value, 0, MAX_INT)
+
+    @field_validator("threads")
+    @classmethod
+    def _threads(cls, value: int | None) -> int | None:
+        return None if value is None else _in_range(value, 1, MAX_WORKERS)
+
+    @field_validator("ref_point")
+    @classmethod
+    def _finite_point(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not all(math.isfinite(x) and abs(x) <= 1e30 for x in value):
+            raise ValueError(f"must be finite numbers, got {shown(value)}")
+        return value
 
     @field_validator("workers")
     @classmethod
@@ -125,7 +144,8 @@ class RunSpec(BaseModel):
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides) -> RunSpec:
         """The settings of a YAML run file, `overrides` (those not None) on top. Every problem
-        is one `RunError` line, `file:line: ` first where a line is known."""
+        is one `RunError` line, `file:line: ` first where a line is known. Relative paths in
+        the file (space, pool, evaluator's table, supernet) are relative to the file's folder."""
         try:
             text = read_document(path, "run file")
             data, where = compose(text, str(path))  # the space loader's YAML: lines, limits
@@ -136,6 +156,8 @@ class RunSpec(BaseModel):
         if not isinstance(data, dict):
             raise RunError(f"{path}: a run file must be a mapping of settings")
         overrides = {k: v for k, v in overrides.items() if v is not None}
+        folder = Path(path).expanduser().resolve().parent
+        data = {key: absolute_path(key, value, folder) for key, value in data.items()}
         try:
             return cls.build(data | overrides)
         except RunError as err:
@@ -171,6 +193,111 @@ class RunSpec(BaseModel):
         data["storage"] = redact_url(data["storage"])
         data["ray_address"] = redact_url(data["ray_address"])
         return data
+
+
+PATH_SETTINGS = ("space", "pool", "supernet", "evaluator")
+# What a study is, fixed when it is created: the settings that change what its trials measure.
+# The training budget counts only when trials are trained, the measuring protocol only when
+# they are measured (not replayed).
+TRAINING_SETTINGS = ("steps", "batch_size", "lr")
+PROTOCOL_SETTINGS = (
+    "profile_batch",
+    "profile_seq_len",
+    "profile_repeats",
+    "profile_warmup",
+    "profile_threads",
+)
+
+
+def absolute_path(key: str, value, folder: Path):
+    """`value` of run setting `key` with a relative path made absolute from `folder`; other
+    settings, a preset space name and non-strings are returned as they are.
+
+    >>> absolute_path("pool", "pool.jsonl", Path("/runs"))
+    '/runs/pool.jsonl'
+    >>> absolute_path("evaluator", "replay:t.jsonl,noise=0.1", Path("/runs"))
+    'replay:/runs/t.jsonl,noise=0.1'
+    >>> absolute_path("space", "primer", Path("/runs")), absolute_path("trials", 4, Path("/r"))
+    ('primer', 4)
+    """
+    from tnas.space.space import PRESETS
+
+    if key not in PATH_SETTINGS or not isinstance(value, str) or not value:
+        return value
+    if key == "evaluator":
+        kind, _, rest = value.partition(":")
+        table, comma, options = rest.partition(",")
+        if kind != "replay" or not table:
+            return value
+        return f"replay:{absolute_path('pool', table, folder)}{comma}{options}"
+    if key == "space" and "/" not in value and value in PRESETS:
+        return value
+    return str((folder / Path(value).expanduser()).resolve())
+
+
+def with_absolute_paths(spec: RunSpec, folder: Path | None = None) -> RunSpec:
+    """`spec` with its relative paths made absolute from `folder` (default: the current one),
+    as the study stores them, so that `resume` works from any folder."""
+    folder = folder or Path.cwd()
+    changes = {key: absolute_path(key, getattr(spec, key), folder) for key in PATH_SETTINGS}
+    changes = {key: value for key, value in changes.items() if value != getattr(spec, key)}
+    return spec.model_copy(update=changes) if changes else spec
+
+
+def identity(spec: RunSpec, space: DesignSpace) -> dict:
+    """The settings a study keeps for life (see `check_identity`): its space (by digest, so an
+    edited space file is told apart), task, objectives, constraints, evaluator, and for trained
+    trials the training budget and for measured ones the latency protocol.
+
+    >>> from tnas.space import load_space
+    >>> sorted(identity(RunSpec(space="simq"), load_space("simq")))[:5]
+    ['batch_size', 'constraints', 'evaluator', 'lr', 'objectives']
+    """
+    if spec.evaluator:
+        evaluator = spec.evaluator.split(",")[0]  # replay noise and delay are not its identity
+    elif spec.supernet:
+        evaluator = f"supernet:{spec.supernet}"
+    else:
+        evaluator = "train"
+    fixed = {
+        "space": space.digest,
+        "task": spec.task,
+        "objectives": [objective.text for objective in spec.parsed_objectives],
+        "constraints": sorted(spec.constraints),
+        "evaluator": evaluator,
+    }
+    if evaluator == "train":
+        fixed |= {key: getattr(spec, key) for key in TRAINING_SETTINGS}
+    if not evaluator.startswith("replay:"):
+        fixed |= {key: getattr(spec, key) for key in PROTOCOL_SETTINGS}
+    return fixed
+
+
+def check_identity(name: str, stored: StudySettings, fixed: dict, space: str = "?") -> None:
+    """`RunError`, one line naming each setting that differs from those the study was created
+    with. A study made before identities were stored is checked on its objectives only."""
+    if not stored.identity:
+        return
+    differences = []
+    for key in sorted(set(stored.identity) | set(fixed)):
+        was, now = stored.identity.get(key), fixed.get(key)
+        if was == now:
+            continue
+        if key == "space":
+            was = f"{stored.run.get('space', '?')} (digest {was})"
+            now = f"{space} (digest {now})"
+        differences.append(f"{key} {_text(was)} -> {_text(now)}")
+    if differences:
+        raise RunError(
+            f"study {name!r} was created with other settings: {'; '.join(differences)}; "
+            f"launch a new --study, or continue it with `tnas search resume {name}`"
+        )
+
+
+def _text(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(str(item) for item in value) + "]"
+    return "none" if value is None else str(value)
 
 
 def _in_range(value: int, least: int, most: int) -> int:
@@ -256,14 +383,24 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
     return configs
 
 
-def open_study(spec: RunSpec, db, space: DesignSpace | None = None):
-    """Create the study (or load it for resume); its settings are stored as a user attribute.
-    `space` is handed to samplers that need it (`linas`)."""
+def open_study(spec: RunSpec, db, space: DesignSpace):
+    """Create the study, or open it after checking that `spec` has its identity (objectives,
+    space, task, ...; `check_identity`), in one `RunError` line before anything is written.
+    The settings are stored as a user attribute, the run's (budget, workers, sampler, ...)
+    replaced by those of this launch so that `resume` goes on with them. `space` is handed to
+    samplers that need it (`linas`)."""
     import optuna
 
     objectives = spec.parsed_objectives
     storage = db.optuna_storage()
     name = spec.study_name
+    fixed = identity(spec, space)
+    stored = stored_settings(storage, name)
+    if stored is not None and stored.made_by_tnas:
+        if list(stored.objectives) != objectives:
+            texts = ", ".join(objective.text for objective in stored.objectives)
+            raise RunError(f"study {name!r} exists with objectives {texts}")
+        check_identity(name, stored, fixed, spec.space)
     # A driver joining a study that already has trials (a resume, a second driver) seeds its
     # sampler past them, so that it does not propose what the first one proposes.
     existing = trials_in_study(storage, name)
@@ -275,20 +412,28 @@ def open_study(spec: RunSpec, db, space: DesignSpace | None = None):
         directions=[o.optuna_direction for o in objectives],
         load_if_exists=True,
     )
-    stored = StudySettings.of_study(study)
-    if not stored.made_by_tnas:
-        settings = StudySettings(
-            objectives=tuple(objectives),
-            space=spec.space,
-            task=spec.task,
-            sampler=spec.sampler,
-            run=spec.stored(),
-        )
+    settings = StudySettings(
+        objectives=tuple(objectives),
+        space=spec.space,
+        task=spec.task,
+        sampler=spec.sampler,
+        run=spec.stored(),
+        identity=fixed,
+    )
+    if stored is None or settings.to_attr() != stored.to_attr():
         study.set_user_attr(ATTR, settings.to_attr())
-    elif list(stored.objectives) != objectives:
-        texts = ", ".join(objective.text for objective in stored.objectives)
-        raise RunError(f"study {name!r} exists with objectives {texts}")
     return study
+
+
+def stored_settings(storage, name: str) -> StudySettings | None:
+    """The settings of study `name` as stored, or None if there is no such study."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return None
+    return StudySettings.of(
+        storage.get_study_user_attrs(study_id), storage.get_study_directions(study_id)
+    )
 
 
 def trials_in_study(storage, name: str) -> int:
@@ -298,19 +443,43 @@ def trials_in_study(storage, name: str) -> int:
         return 0
 
 
-def requeue_orphans(study, space: DesignSpace) -> int:
-    """Mark RUNNING trials (their driver died) failed, `orphaned`, and queue their configs."""
+def requeue_orphans(study, space: DesignSpace, live: set[str] = frozenset()) -> int:
+    """Make a study whole after its driver died or was stopped: RUNNING trials of drivers not
+    in `live` (ids of live drivers) are failed, `orphaned`; then the config of every trial cut
+    short (`orphaned` or `interrupted`, `RERUN`) is queued again, unless it was evaluated
+    since, is running, or is queued already. Returns how many configs were queued."""
     from optuna.trial import Trial, TrialState
 
-    count = 0
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if frozen.user_attrs.get(DRIVER_ATTR) in live:
+            continue
         Trial(study, frozen._trial_id).set_user_attr("reason", "orphaned")
         study.tell(frozen.number, state=TrialState.FAIL)
-        if "config" in frozen.user_attrs:
-            config = ArchConfig.from_dict(frozen.user_attrs["config"])
-            study.enqueue_trial(space.to_flat(config), skip_if_exists=False)
-        count += 1
+    taken: set[str] = set()
+    cut: dict[str, dict] = {}
+    for frozen in study.get_trials(deepcopy=False):
+        attrs = frozen.user_attrs
+        if frozen.state == TrialState.WAITING:
+            taken.add(queued_hash(space, frozen))
+        elif frozen.state == TrialState.FAIL and attrs.get("reason") in RERUN:
+            if "config" in attrs:
+                cut.setdefault(attrs.get("config_hash"), attrs["config"])
+        elif frozen.state != TrialState.FAIL or attrs.get("reason") not in NOT_EVALUATED:
+            taken.add(attrs.get("config_hash"))
+    count = 0
+    for digest, config in cut.items():
+        if digest not in taken:
+            study.enqueue_trial(space.to_flat(ArchConfig.from_dict(config)), skip_if_exists=False)
+            count += 1
     return count
+
+
+def queued_hash(space: DesignSpace, frozen) -> str | None:
+    """The config hash of a WAITING (queued) trial, from the parameters it was queued with."""
+    try:
+        return space.from_flat(frozen.system_attrs.get("fixed_params") or {}).hash
+    except (SpaceError, ValueError, TypeError, KeyError):
+        return None
 
 
 def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update) -> SearchDriver:
@@ -329,6 +498,7 @@ def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update)
         constraints=constraints,
         pool=pool,
         on_update=on_update,
+        allow_mixed_devices=spec.allow_mixed_devices,
     )
     sampler = study.sampler
     if isinstance(sampler, LinasSampler):

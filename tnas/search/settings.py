@@ -2,8 +2,9 @@
 which failed trials count as evaluated.
 
 tnas stores a study's settings as one Optuna study user attribute, `"tnas"`: the objectives
-(`[{"name", "direction"}]`), the space, task and sampler, and under `"run"` the whole
-`RunSpec` (passwords redacted), which is what `tnas search resume` starts again from.
+(`[{"name", "direction"}]`), the space, task and sampler, under `"run"` the whole `RunSpec`
+(passwords redacted), which is what `tnas search resume` starts again from, and under
+`"identity"` the settings fixed when the study was created (`tnas.search.run.identity`).
 `StudySettings.of` is the only reader of that attribute; a study that tnas did not make gets
 objectives named `value0`, `value1`, ... from its Optuna directions.
 
@@ -26,8 +27,17 @@ DIRECTIONS = {"max": "max", "maximize": "max", "min": "min", "minimize": "min"}
 # Reasons a failed trial was never evaluated, so it does not count against the budget and a
 # sampler may propose its config again.
 NOT_EVALUATED = frozenset(
-    {"infeasible", "duplicate_in_flight", "orphaned", "interrupted", "search_timeout"}
+    {
+        "infeasible",
+        "duplicate_in_flight",
+        "orphaned",
+        "interrupted",
+        "search_timeout",
+        "other_device",
+    }
 )
+# Reasons whose config `tnas search resume` queues again: the trial was cut, not judged.
+RERUN = frozenset({"orphaned", "interrupted"})
 
 
 def direction_of(text: object) -> str:
@@ -88,6 +98,7 @@ class StudySettings:
     task: str | None = None
     sampler: str | None = None
     run: dict = field(default_factory=dict)  # the RunSpec, as `RunSpec.stored()` wrote it
+    identity: dict = field(default_factory=dict)  # what may not change (`tnas.search.run`)
     made_by_tnas: bool = False
 
     @classmethod
@@ -105,12 +116,14 @@ class StudySettings:
                 Objective(f"value{i}", direction_of(d)) for i, d in enumerate(directions)
             )
         run = stored.get("run")
+        identity = stored.get("identity")
         return cls(
             objectives=parsed,
             space=stored.get("space"),
             task=stored.get("task"),
             sampler=stored.get("sampler"),
             run=dict(run) if isinstance(run, Mapping) else {},
+            identity=dict(identity) if isinstance(identity, Mapping) else {},
             made_by_tnas=bool(stored),
         )
 
@@ -131,4 +144,5 @@ class StudySettings:
             "task": self.task,
             "sampler": self.sampler,
             "run": self.run,
+            "identity": self.identity,
         }

@@ -532,6 +532,22 @@ class DesignSpace:
             rows.append((knob, scope, domain.text()))
         return rows
 
+    @property
+    def digest(self) -> str:
+        """A canonical hash of what the space can choose: every knob's domain and scope, and
+        its constraints; not its name, file or description. Two spaces with one digest offer
+        the same configs, so a study keeps the digest of its space to tell an edited one.
+
+        >>> load_space("simq").digest == load_space("simq").digest != load_space("primer").digest
+        True
+        """
+        import hashlib
+        import json
+
+        knobs = {knob: [scope, text] for knob, scope, text in self.describe()}
+        data = {"knobs": knobs, "constraints": sorted(self.constraints)}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
     def __repr__(self) -> str:
         return (
             f"DesignSpace({self.name!r}, size=10^{self.log10_size():.1f}, source={self.source!r})"

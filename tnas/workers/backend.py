@@ -17,6 +17,7 @@ supernet. Each kind has its own `run(key, config, cache)` and `metric_names()`, 
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -25,7 +26,15 @@ import torch
 
 from tnas.space.config import ArchConfig
 from tnas.workers.reports import PROFILE_METRICS, failed, ok_report
-from tnas.workers.train import FP32_SUFFIX, Budget, TrialFailed, evaluate_quantized, train
+from tnas.workers.train import (
+    FP32_SUFFIX,
+    Budget,
+    TrialFailed,
+    default_threads,
+    evaluate_quantized,
+    train,
+    training_threads,
+)
 
 if TYPE_CHECKING:
     from tnas.workers.tasks.base import Task
@@ -33,13 +42,26 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class ProfileSettings:
-    """Where and how latency is measured after training."""
+    """Where and how latency is measured after training: the one measurement protocol of a
+    study, the same in this process (`InlineEvaluator`) and on Ray workers, and the defaults
+    of `tnas profile`. `seq_len` is cut to the config's `max_seq_len`; `threads` are torch's
+    intra-op threads while timing, 1 by default whatever the machine (a latency measured on
+    every core of a busy machine says more about the machine than about the model).
+
+    >>> ProfileSettings()
+    ProfileSettings(device='cpu', batch=1, seq_len=128, repeats=20, warmup=3, threads=1)
+    """
 
     device: str = "cpu"
     batch: int = 1
     seq_len: int = 128
     repeats: int = 20
-    threads: int | None = None
+    warmup: int = 3
+    threads: int = 1
+
+    def __post_init__(self):
+        if self.threads is None or self.threads < 1:
+            raise ValueError(f"profile threads must be >= 1, got {self.threads}")
 
 
 class Job(Protocol):
@@ -60,11 +82,13 @@ class Job(Protocol):
 class WorkerCache:
     """One process's caches, kept across its trials: `task(spec)` builds each task once, and
     `supernets` is the loaded Mix'n'Match supernet (a `SupernetCache`, which a `SupernetJob`
-    makes when it first needs one; None until then)."""
+    makes when it first needs one; None until then). `stop`, once set, cuts the trial training
+    in this process at its next step (failed, `interrupted`), and every later one at its first."""
 
     def __init__(self):
         self.tasks: dict[str, Task] = {}
         self.supernets = None
+        self.stop = threading.Event()
 
     def task(self, spec: str) -> Task:
         """The task of `parse_task(spec)`, built on the first call for `spec`."""
@@ -103,8 +127,8 @@ class TrialJob:
         return names | {"train_loss", "steps", "seconds"}
 
     def run(self, key: str, config: ArchConfig, cache: WorkerCache) -> dict:
-        """`run_trial` with the cache's task."""
-        return run_trial(key, config, self, cache.task(self.task))
+        """`run_trial` with the cache's task and stop event."""
+        return run_trial(key, config, self, cache.task(self.task), stop=cache.stop)
 
 
 def deployment_device(job: TrialJob) -> str:
@@ -124,6 +148,7 @@ def profile_into(metrics: dict, timings: dict, config: ArchConfig, model, settin
         batch=settings.batch,
         seq_len=min(settings.seq_len, config.max_seq_len),
         repeats=settings.repeats,
+        warmup=settings.warmup,
         threads=settings.threads,
         model=model,
     )
@@ -146,10 +171,17 @@ def failure_report(err: Exception, key: str, config: ArchConfig, timings: dict) 
     return failed(key, config, "error", f"{type(err).__name__}: {err}", timings=timings)
 
 
-def run_trial(key: str, config: ArchConfig, job: TrialJob, task: Task | None = None) -> dict:
+def run_trial(
+    key: str,
+    config: ArchConfig,
+    job: TrialJob,
+    task: Task | None = None,
+    stop: threading.Event | None = None,
+) -> dict:
     """Train and profile one config; failures come back as a report, never as an exception.
 
     `task` is the already-built task for `job.task` (callers cache it); built when omitted.
+    `stop`, when set, ends training at its next step: the report fails, `interrupted`.
     """
     from tnas.nn.quant import check_supported
     from tnas.workers.profile import device_fingerprint
@@ -161,7 +193,7 @@ def run_trial(key: str, config: ArchConfig, job: TrialJob, task: Task | None = N
         device = deployment_device(job)
         check_supported(config, device)  # before training: no time spent on a trial that fails
         start = time.perf_counter()
-        result = train(config, task, job.budget)
+        result = train(config, task, job.budget, stop=stop)
         timings["train_s"] = time.perf_counter() - start
         start = time.perf_counter()
         metrics = evaluate_quantized(result, task, device)
@@ -180,19 +212,29 @@ class InlineEvaluator:
     It has the same `submit`/`collect`/`close` API as `RayPool`, with one slot. `job` is a
     `TrialJob` or a Mix'n'Match `SupernetJob`; `cache` is this process's `WorkerCache` (a new
     one by default), so a task is built and a supernet loaded once. The task is built here, so
-    a bad task spec raises before any trial.
+    a bad task spec raises before any trial. Each trial runs with `threads` torch threads
+    (default `default_threads(1)`: this process's cores), restored afterwards; its latency is
+    still timed with the job's `ProfileSettings.threads`, as on Ray. `interrupt()` (from a
+    signal handler) cuts the running trial at its next training step.
     """
 
     slots = 1
 
-    def __init__(self, job: Job, cache: WorkerCache | None = None):
+    def __init__(self, job: Job, cache: WorkerCache | None = None, threads: int | None = None):
         self.job = job
         self.cache = cache if cache is not None else WorkerCache()
         self.cache.task(job.task)
+        self.threads = threads if threads is not None else default_threads(1)
         self.done: list[dict] = []
 
     def submit(self, key: str, config: ArchConfig) -> None:
-        self.done.append(self.job.run(key, config, self.cache))
+        with training_threads(self.threads):
+            self.done.append(self.job.run(key, config, self.cache))
+
+    def interrupt(self) -> None:
+        """Stop the trial running now at its next training step (it reports `interrupted`),
+        and fail any later one the same way; safe to call from a signal handler."""
+        self.cache.stop.set()
 
     def pending(self) -> int:
         return len(self.done)

@@ -40,6 +40,7 @@ from tnas.space.config import ArchConfig
 
 DEFAULT_SEQ_LEN = 128
 MIN_REPEAT_S = 0.02  # a repeat runs enough forwards to last this long, so timer noise is small
+DEVICES = ("cpu", "cuda")  # the device types tnas trains and profiles on
 CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimd")
 
 
@@ -73,14 +74,14 @@ def profile(
     - `params`, and `flops` of one float32 forward at this batch and seq_len
       (`torch.utils.flop_counter`; matmuls, convolutions and attention only).
     - `model_bytes` after quantization, `bits` per layer, `device`, `batch`, `seq_len`,
-      `threads` (torch intra-op threads used), `repeats`, `forwards_per_repeat` and
-      `fingerprint` (`device_fingerprint`).
+      `threads` (torch intra-op threads used), `repeats`, `warmup`, `forwards_per_repeat`
+      and `fingerprint` (`device_fingerprint`).
 
-    `threads` sets `torch.set_num_threads` for the call and restores it afterwards.
+    `threads` sets `torch.set_num_threads` for the call and restores it afterwards (None keeps
+    the process's; a search and `tnas profile` use `ProfileSettings`' protocol, 1 thread).
+    `device` is checked by `check_device` first.
     """
-    torch_device = torch.device(device)
-    if torch_device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but torch.cuda.is_available() is False")
+    torch_device = check_device(device)
     if seq_len is None:
         seq_len = min(DEFAULT_SEQ_LEN, config.max_seq_len)
     if not 1 <= seq_len <= config.max_seq_len:
@@ -131,9 +132,37 @@ def profile(
         "seq_len": seq_len,
         "threads": used_threads,
         "repeats": repeats,
+        "warmup": warmup,
         "forwards_per_repeat": number,
         "fingerprint": device_fingerprint(device),
     }
+
+
+def check_device(name: str) -> torch.device:
+    """The torch device `name` names, if tnas can run on it here: `cpu`, or `cuda` (`cuda:N`)
+    with CUDA available. Otherwise a one-line `ValueError`, before any work is done.
+
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("tpu")
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown device 'tpu'; valid: cpu, cuda
+    """
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; valid: {', '.join(DEVICES)}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r} requested but CUDA is not available")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"device {name!r} requested but there are {torch.cuda.device_count()} CUDA devices"
+            )
+    return device
 
 
 @contextmanager
@@ -311,4 +340,4 @@ def device_fingerprint(device: str = "cpu") -> dict:
     return fingerprint
 
 
-__all__ = ["device_fingerprint", "profile"]
+__all__ = ["DEVICES", "check_device", "device_fingerprint", "profile"]

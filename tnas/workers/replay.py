@@ -5,7 +5,8 @@ A table is JSONL, one `{"config": ..., "metrics": {...}}` per line (optionally `
 of a design space and the rest metrics. `config` is a full `ArchConfig` (it has `layers`) or a
 flat dict of knob values (`{"d_model": 256, "layer0.mixer": "gla", ...}`, needs `space`).
 Lookup is exact, by config hash. Optional multiplicative noise is seeded per config and call;
-an optional `delay` simulates the seconds a trial takes.
+an optional `delay` simulates the seconds a trial takes. A row that is not an object, or whose
+metrics are not an object of numbers, is refused with one line naming `file:line`.
 
 >>> import json, tempfile
 >>> from tnas.space import ArchConfig
@@ -16,6 +17,16 @@ an optional `delay` simulates the seconds a trial takes.
 >>> replay.submit("t0", config)
 >>> replay.collect()[0]["metrics"]
 {'accuracy': 0.9}
+
+A search on a table picks from the configs it records (`search_pool`), so that the sampler
+never proposes one the table cannot answer:
+
+>>> [c.hash for c in replay.search_pool()] == [config.hash]
+True
+>>> replay.search_pool([ArchConfig(n_layers=2)])
+Traceback (most recent call last):
+...
+tnas.workers.replay.ReplayError: the replay table answers none of the 1 configs of the pool; ...
 """
 
 from __future__ import annotations
@@ -23,12 +34,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
 from tnas.space import ArchConfig, ConfigError, DesignSpace
+from tnas.space.errors import one_line, shown
 from tnas.workers.reports import failed, ok_report
 
 
@@ -53,7 +66,9 @@ def _number(value) -> float:
 
 
 def load_table(path: str | Path, space: DesignSpace | None = None) -> dict[str, dict]:
-    """Rows of a recorded table keyed by config hash: {"metrics", "status", "reason"}."""
+    """Rows of a recorded table keyed by config hash: {"config", "metrics", "status",
+    "reason"}. A row that is not an object, metrics that are not an object of numbers, and
+    a status other than ok or failed are a `ReplayError` naming `file:line`."""
     path = Path(path)
     if not path.is_file():
         raise ReplayError(f"{path}: no such replay table")
@@ -77,25 +92,64 @@ def load_table(path: str | Path, space: DesignSpace | None = None) -> dict[str, 
             if text.strip():
                 try:
                     parsed.append((line, json.loads(text)))
-                except json.JSONDecodeError as err:
-                    raise ReplayError(f"{path}:{line}: not JSON: {err}") from None
+                except (json.JSONDecodeError, RecursionError) as err:
+                    raise ReplayError(f"{path}:{line}: not JSON: {one_line(err)}") from None
     for line, record in parsed:
         where = f"{path}:{line}"
+        if not isinstance(record, dict):
+            raise ReplayError(
+                f'{where}: a row must be an object {{"config": ..., "metrics": {{...}}}}, '
+                f"got {_kind(record)}"
+            )
         try:
             config = _config_of(record["config"], space, where)
-            metrics = {
-                k: _number(v) for k, v in record.get("metrics", {}).items() if v not in ("", None)
-            }
+            metrics = _metrics_of(record.get("metrics", {}), where)
+            status, reason = record.get("status", "ok"), record.get("reason")
+        except ReplayError:
+            raise  # already names the row
         except KeyError as err:
             raise ReplayError(f"{where}: missing {err}") from None
-        except (ConfigError, ValueError) as err:
-            raise ReplayError(f"{where}: {err}") from None
+        except (ConfigError, ValueError, TypeError, AttributeError) as err:
+            raise ReplayError(f"{where}: {one_line(err)}") from None
+        if status not in ("ok", "failed"):
+            raise ReplayError(f"{where}: status must be 'ok' or 'failed', got {shown(status)}")
+        if reason is not None and not isinstance(reason, str):
+            raise ReplayError(f"{where}: reason must be a string, got {_kind(reason)}")
         rows[config.hash] = {
+            "config": config,
             "metrics": metrics,
-            "status": record.get("status", "ok"),
-            "reason": record.get("reason"),
+            "status": status,
+            "reason": reason,
         }
     return rows
+
+
+def _kind(value) -> str:
+    """'a list', 'a string', ... for a message about a JSON value of the wrong type."""
+    names = {dict: "an object", list: "a list", str: "a string", bool: "a boolean"}
+    return names.get(type(value), "a number" if isinstance(value, int | float) else "null")
+
+
+def _metrics_of(value, where: str) -> dict[str, float]:
+    """A row's metrics: an object from names to numbers (an empty cell or null is left out);
+    anything else is a `ReplayError` naming the row and the metric."""
+    if not isinstance(value, dict):
+        raise ReplayError(f"{where}: metrics must be an object of numbers, got {_kind(value)}")
+    metrics = {}
+    for name, number in value.items():
+        if number in ("", None):
+            continue
+        if isinstance(number, bool) or not isinstance(number, int | float | str):
+            raise ReplayError(
+                f"{where}: metric {shown(name)} must be a number, got {_kind(number)}"
+            )
+        try:
+            metrics[str(name)] = _number(number)
+        except (ValueError, OverflowError):
+            raise ReplayError(
+                f"{where}: metric {shown(name)} must be a number, got {shown(number)}"
+            ) from None
+    return metrics
 
 
 def _is_knob(column: str, knobs: set[str]) -> bool:
@@ -130,6 +184,21 @@ class ReplayEvaluator:
         self.delay = delay  # simulated seconds per trial, so drivers can be tested mid-search
         self.calls = 0
         self.done: list[tuple[float, dict]] = []
+
+    def search_pool(self, pool: list[ArchConfig] | None = None) -> list[ArchConfig]:
+        """The configs a search on this table picks from: the table's own when no pool is
+        given (a sampler left free would propose configs the table never recorded, and every
+        trial would fail `not_recorded`), else `pool`, refused with a `ReplayError` when the
+        table records none of it (see the module's example).
+        """
+        if pool is None:
+            return [row["config"] for row in self.rows.values()]
+        if not any(config.hash in self.rows for config in pool):
+            raise ReplayError(
+                f"the replay table answers none of the {len(pool)} configs of the pool; "
+                "give a pool drawn from the table, or no --pool to search the table's configs"
+            )
+        return pool
 
     def answer(self, key: str, config: ArchConfig) -> dict:
         row = self.rows.get(config.hash)
@@ -195,5 +264,15 @@ def parse_replay(spec: str, space: DesignSpace | None = None, **defaults) -> Rep
         name, _, value = option.partition("=")
         if name not in ("noise", "delay", "slots", "seed") or not value:
             raise ReplayError(f"evaluator option {option!r}: valid are noise, delay, slots, seed")
-        settings[name] = int(value) if name in ("slots", "seed") else float(value)
+        try:
+            number = int(value) if name in ("slots", "seed") else float(value)
+        except ValueError:
+            number = None
+        least = 1 if name == "slots" else 0
+        if number is None or not math.isfinite(number) or number < least:
+            kind = "an integer" if name in ("slots", "seed") else "a finite number"
+            raise ReplayError(
+                f"evaluator option {option!r}: {name} must be {kind} of at least {least}"
+            )
+        settings[name] = number
     return ReplayEvaluator(table, space, **settings)

@@ -11,8 +11,9 @@ Every evaluator (the Ray pool, a direct call, the replay table) reports the same
 task's metrics, `train_loss`, and the profile's `latency_ms`, `latency_iqr_ms`, `latency_cv`,
 `peak_mem_mb`, `params`, `flops` and `model_bytes`. Failure reasons: `nan_loss`,
 `unsupported_quantization`, `out_of_memory`, `timeout`, `worker_died`, `not_recorded` (replay),
-`not_a_submodel` (a Mix'n'Match config outside the supernet), `error`. A trial run by the Ray
-pool also says where it ran: `node_ip`, the address of its Ray node.
+`not_a_submodel` (a Mix'n'Match config outside the supernet), `interrupted` (Ctrl-C or a stop
+request cut its training), `bad_metric` (a metric that is not a finite number), `error`. A
+trial run by the Ray pool also says where it ran: `node_ip`, the address of its Ray node.
 
 The task's metrics (`accuracy`, `loss`, ...) are those of the model as it runs with each
 layer's `bits` (post-training quantization, `evaluate_quantized`), on the device latency is
@@ -39,6 +40,8 @@ FAILURE_REASONS = (
     "worker_died",
     "not_recorded",
     "not_a_submodel",
+    "interrupted",
+    "bad_metric",
     "error",
 )
 

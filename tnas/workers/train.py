@@ -2,16 +2,24 @@
 `evaluate_quantized(result, task, device)`: its metrics with each layer at its `bits`.
 
 AdamW with linear warmup and cosine decay, gradient clipping, a seed, and bf16 autocast on CUDA.
-A NaN or infinite loss stops training at once with `TrialFailed("nan_loss")`. Training is in
-float; quantization is post-training (`tnas.nn.quant.quantize`), so the accuracy a trial reports
-is that of the network as it runs with its bits, and the float one is kept beside it.
+A NaN or infinite loss stops training at once with `TrialFailed("nan_loss")`, and a set `stop`
+event at the next step with `TrialFailed("interrupted")`. Training is in float; quantization is
+post-training (`tnas.nn.quant.quantize`), so the accuracy a trial reports is that of the network
+as it runs with its bits, and the float one is kept beside it. `Budget.threads` sets torch's
+threads for the run (never more than this process's cores); `default_threads(workers)` divides
+the cores among workers. `save_trained` writes the trained network for `tnas.load_model`.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -19,6 +27,7 @@ from torch import nn
 from tnas.nn import build_model
 from tnas.nn.quant import quantize
 from tnas.space.config import ArchConfig
+from tnas.workers.profile import _num_threads, check_device
 from tnas.workers.tasks.base import Task
 
 FP32_SUFFIX = "_fp32"  # `accuracy_fp32`: a task metric of the float model, before quantization
@@ -50,6 +59,7 @@ class Budget:
     grad_clip: float = 1.0
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None  # torch threads while training; None: leave the process's
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:
@@ -58,6 +68,8 @@ class Budget:
             )
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
 
     @property
     def warmup(self) -> int:
@@ -74,6 +86,41 @@ class Budget:
         return asdict(self)
 
 
+def available_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask where the OS has one)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def default_threads(workers: int = 1) -> int:
+    """Torch threads each of `workers` processes gets when they share this machine's cores:
+    the cores this process may use divided among them, at least 1.
+
+    >>> default_threads(10**6)
+    1
+    >>> default_threads(1) == available_cores()
+    True
+    """
+    return max(1, available_cores() // max(1, workers))
+
+
+@contextmanager
+def training_threads(threads: int | None) -> Iterator[None]:
+    """Torch intra-op threads set to `threads` (at most `available_cores()`, so training never
+    oversubscribes the cores) for the block, restored afterwards; None leaves them as they are.
+
+    >>> before = torch.get_num_threads()
+    >>> with training_threads(1):
+    ...     torch.get_num_threads()
+    1
+    >>> torch.get_num_threads() == before
+    True
+    """
+    with _num_threads(None if threads is None else min(threads, available_cores())):
+        yield
+
+
 @dataclass
 class TrainResult:
     config: ArchConfig  # as adapted to the task
@@ -82,8 +129,14 @@ class TrainResult:
     model: nn.Module = field(repr=False)
 
 
-def train(config: ArchConfig, task: Task, budget: Budget) -> TrainResult:
+def train(
+    config: ArchConfig, task: Task, budget: Budget, stop: threading.Event | None = None
+) -> TrainResult:
     """Train `config`, adapted to `task`, within `budget`; evaluate it on the validation set.
+
+    Runs with `budget.threads` torch threads (`training_threads`; restored afterwards). `stop`
+    is checked before every step: once it is set, training ends with
+    `TrialFailed("interrupted")`, so a Ctrl-C costs at most one step.
 
     >>> from tnas.space import ArchConfig, LayerConfig
     >>> from tnas.workers.tasks import create_task
@@ -93,10 +146,20 @@ def train(config: ArchConfig, task: Task, budget: Budget) -> TrainResult:
     >>> sorted(result.metrics)
     ['accuracy', 'loss', 'seconds', 'steps', 'train_loss']
     """
-    config = task.adapt(config)
+    device = check_device(budget.device)
+    with training_threads(budget.threads):
+        return _train(task.adapt(config), task, budget, device, stop)
+
+
+def _train(
+    config: ArchConfig,
+    task: Task,
+    budget: Budget,
+    device: torch.device,
+    stop: threading.Event | None,
+) -> TrainResult:
     torch.manual_seed(budget.seed)
     generator = torch.Generator().manual_seed(budget.seed)
-    device = torch.device(budget.device)
     model = build_model(config).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=budget.lr, weight_decay=budget.weight_decay
@@ -106,6 +169,8 @@ def train(config: ArchConfig, task: Task, budget: Budget) -> TrainResult:
     start = time.perf_counter()
     model.train()
     for step in range(1, budget.steps + 1):
+        if stop is not None and stop.is_set():
+            raise TrialFailed("interrupted", f"stopped before step {step} of {budget.steps}")
         for group in optimizer.param_groups:
             group["lr"] = budget.lr_at(step)
         inputs, targets = task.train_batch(budget.batch_size, generator)
@@ -173,8 +238,32 @@ def evaluate_quantized(result: TrainResult, task: Task, device: str = "cpu") -> 
     return result.metrics | quantized | floats
 
 
-def train_quantized(config: ArchConfig, task: Task, budget: Budget) -> tuple[TrainResult, dict]:
+def train_quantized(
+    config: ArchConfig, task: Task, budget: Budget, stop: threading.Event | None = None
+) -> tuple[TrainResult, dict]:
     """`train`, then `evaluate_quantized` on the training device: what `tnas train` reports,
     the training result and its metrics (with each layer's bits, the float ones beside)."""
-    result = train(config, task, budget)
+    result = train(config, task, budget, stop=stop)
     return result, evaluate_quantized(result, task, budget.device)
+
+
+def save_trained(result: TrainResult, directory: str | Path, **provenance: str) -> Path:
+    """Write the trained float network of `result` into `directory` as `model.safetensors` and
+    `config.json` (the config as adapted to its task), which `tnas.load_model` reads back;
+    `provenance` (the task, the study and trial it retrains, ...) goes into the header.
+    Each layer's `bits` are in the config: quantization is applied when the model is deployed
+    (`tnas.nn.quant.quantize`), as after a trial. Returns `directory`.
+
+    >>> import tempfile
+    >>> from tnas import load_model
+    >>> from tnas.workers.tasks import create_task
+    >>> result = train(ArchConfig(d_model=16, n_layers=1), create_task("digits"),
+    ...                Budget(steps=2, batch_size=8))
+    >>> load_model(save_trained(result, tempfile.mkdtemp())).config == result.config
+    True
+    """
+    from tnas.nn.checkpoint import save_model
+
+    directory = Path(directory)
+    save_model(result.model, directory, **{k: str(v) for k, v in provenance.items()})
+    return directory

@@ -118,3 +118,19 @@ class PredictorRound(Base):
     spearman: Mapped[float | None] = mapped_column(Double, nullable=True)
     mape: Mapped[float | None] = mapped_column(Double, nullable=True)
     cv_kendall: Mapped[float | None] = mapped_column(Double, nullable=True)
+
+
+class DriverHeartbeat(Base):
+    """A search driver that is running a study now: the driver writes `beat_at` every few
+    seconds and deletes its row when it stops. A row whose beat is old belongs to a driver
+    that died (killed, its machine gone): `tnas search resume` may take its trials over."""
+
+    __tablename__ = "tnas_driver_heartbeats"
+    __table_args__ = (Index("ix_tnas_driver_heartbeats_study_name", "study_name"),)
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # a uuid4 hex
+    study_name: Mapped[str] = mapped_column(String(512))
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)
+    beat_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utc_now)

@@ -57,7 +57,13 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from tnas.safety import redact_url
-from tnas.search.db.models import FrontMember, FrontSnapshot, PredictorRound
+from tnas.search.db.models import (
+    DriverHeartbeat,
+    FrontMember,
+    FrontSnapshot,
+    PredictorRound,
+    utc_now,
+)
 from tnas.search.settings import Objective
 
 if TYPE_CHECKING:
@@ -578,6 +584,35 @@ class Database:
             .order_by(PredictorRound.id)
         )
         keys = ("created_at", *ROUND_KEYS, *ROUND_SCORES)
+        return self.transaction(
+            lambda session: [
+                {key: getattr(row, key) for key in keys} for row in session.scalars(query)
+            ]
+        )
+
+    def beat(self, driver_id: str, study_name: str, host: str, pid: int) -> None:
+        """Record that driver `driver_id` (of `study_name`, on `host` as `pid`) is alive now."""
+
+        def write(session: Session) -> None:
+            row = session.get(DriverHeartbeat, driver_id)
+            if row is None:
+                session.add(
+                    DriverHeartbeat(id=driver_id, study_name=study_name, host=host, pid=pid)
+                )
+            else:
+                row.beat_at = utc_now()
+
+        self.transaction(write)
+
+    def end_heartbeat(self, driver_id: str) -> None:
+        """Remove a driver's heartbeat: it has stopped."""
+        statement = delete(DriverHeartbeat).where(DriverHeartbeat.id == driver_id)
+        self.transaction(lambda session: session.execute(statement))
+
+    def heartbeats(self, study_name: str) -> list[dict[str, Any]]:
+        """The study's driver heartbeats (`id`, `host`, `pid`, `started_at`, `beat_at`)."""
+        query = select(DriverHeartbeat).where(DriverHeartbeat.study_name == study_name)
+        keys = ("id", "host", "pid", "started_at", "beat_at")
         return self.transaction(
             lambda session: [
                 {key: getattr(row, key) for key in keys} for row in session.scalars(query)
