@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -27,20 +30,62 @@ from tnas.search.samplers import SAMPLERS
 from tnas.space import ArchConfig, ConfigError, DesignSpace, SpaceError, load_space, preset_names
 from tnas.space.errors import shown
 
+# Help texts give a None default as "[40]", "[primer]"; Rich markup would take "[primer]" for a
+# style and drop it, Markdown prints it (and reflows docstrings). Every Typer below uses it.
+MARKUP = "markdown"
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help=__doc__.splitlines()[0],
+    rich_markup_mode=MARKUP,
     pretty_exceptions_show_locals=False,  # locals may hold a storage URL with its password
 )
-space_app = typer.Typer(no_args_is_help=True, help="Validate, show and sample design spaces.")
-model_app = typer.Typer(no_args_is_help=True, help="Inspect the network a config builds.")
+space_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=MARKUP, help="Validate, show and sample design spaces."
+)
+model_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=MARKUP, help="Inspect the network a config builds."
+)
 app.add_typer(space_app, name="space")
 app.add_typer(model_app, name="model")
-search_app = typer.Typer(no_args_is_help=True, help="Launch and resume architecture searches.")
+search_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=MARKUP, help="Launch and resume architecture searches."
+)
 app.add_typer(search_app, name="search")
-predictors_app = typer.Typer(no_args_is_help=True, help="Learned stand-ins for evaluation.")
+predictors_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=MARKUP, help="Learned stand-ins for evaluation."
+)
 app.add_typer(predictors_app, name="predictors")
+study_app = typer.Typer(
+    no_args_is_help=True,
+    rich_markup_mode=MARKUP,
+    help="Delete, rename, copy and export studies, tnas's fronts and records with them.",
+)
+app.add_typer(study_app, name="study")
+
+
+def print_version(value: bool) -> None:
+    """`--version`: print `tnas X.Y.Z` (the installed distribution's version) and exit."""
+    if not value:
+        return
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        installed = version("tnas")
+    except PackageNotFoundError:  # run from a checkout that was never installed
+        installed = "unknown (not installed)"
+    typer.echo(f"tnas {installed}")
+    raise typer.Exit()
+
+
+@app.callback()
+def main(
+    show_version: bool = typer.Option(
+        False, "--version", callback=print_version, is_eager=True, help="print the version and exit"
+    ),
+):
+    pass
+
 
 console = Console()
 MAX_INT = 2**31 - 1  # the largest seed or count an option takes (as a run setting's)
@@ -60,9 +105,7 @@ def study_arg(name: str) -> str:
         raise fail(str(err)) from None
 
 
-def output_arg(
-    path: str, what: str, inside: tuple[str, ...] = (), new_dirs: bool = True
-) -> Path:
+def output_arg(path: str, what: str, inside: tuple[str, ...] = (), new_dirs: bool = True) -> Path:
     """A path the command will write, checked by `tnas.safety.output_path` before any work
     (`new_dirs=False` where the writer does not create missing directories)."""
     try:
@@ -171,6 +214,7 @@ def model_summary(
     from tnas.nn import summary
 
     loaded = read_config(config)
+    int_arg(seq_len, "--seq-len", 0, loaded.max_seq_len)  # before a (1, seq_len) input is made
     try:
         result = summary(loaded, seq_len=seq_len or None)
     except USER_ERRORS as err:
@@ -226,10 +270,14 @@ def train_command(
     seed: int = typer.Option(None, help="random seed [0, or the study's]"),
     device: str = typer.Option("cpu", help="cpu or cuda"),
     threads: int = typer.Option(None, help="torch threads [this process's cores]"),
-    out: str = typer.Option(None, help="save the model here: model.safetensors, config.json"),
-    study: str = typer.Option(None, help="retrain a trial of this study (with --trial)"),
-    trial: int = typer.Option(None, help="the number of the trial of --study to retrain"),
-    storage: str = typer.Option(None, help="the study's database URL or .db file"),
+    out: str = typer.Option(
+        None, help="save the model here: model.safetensors, config.json [not saved]"
+    ),
+    study: str = typer.Option(None, help="retrain a trial of this study (with --trial) [none]"),
+    trial: int = typer.Option(None, help="the number of the trial of --study to retrain [none]"),
+    storage: str = typer.Option(
+        None, help="the study's database URL or .db file [$TNAS_STORAGE, else sqlite:///tnas.db]"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ):
     """Train one config on a task for a fixed step budget and report validation metrics
@@ -377,18 +425,20 @@ def profile_command(
 
 
 FORMAT_HELP = f"table, {', '.join(FORMATS)}"
-STATE_HELP = f"{', '.join(TRIAL_STATES)} (repeatable)"
+STATE_HELP = f"{', '.join(TRIAL_STATES)} (repeatable) [all]"
 SAMPLER_HELP = f"{', '.join(SAMPLERS)} [nsga2]"
 STORAGE_HELP = "database URL or .db file (default: $TNAS_STORAGE, else sqlite:///tnas.db)"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
-def open_db(storage: str | None):
+def open_db(storage: str | None, create: bool = True):
+    """The study database, or one `error:` line. Commands that only read pass `create=False`:
+    a missing SQLite file is then an error (`no database at PATH`), never created."""
     from tnas.launch import open_database
     from tnas.search.db import StorageError
 
     try:
-        return open_database(storage)
+        return open_database(storage, create=create)
     except StorageError as err:
         raise fail(str(err)) from None
 
@@ -396,8 +446,16 @@ def open_db(storage: str | None):
 def run_search(start) -> None:
     """Run `start(progress)` (a `tnas.launch` call) under a rich progress bar, drawn once the
     search has started (a refused one prints its one line alone); print how it ended and the
-    front."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    front. The bar shows the time elapsed and an estimate of the time left (`ETA`), from the
+    rate at which trials finish in this run."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from tnas.search.db import StorageError
     from tnas.search.run import RunError
@@ -406,6 +464,9 @@ def run_search(start) -> None:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
         TextColumn("{task.fields[status]}"),
         console=console,
     )
@@ -418,7 +479,11 @@ def run_search(start) -> None:
                     f"resuming {progress.study}: {progress.requeued} cut-short trial(s) re-queued"
                 )
             bar.start()
-            bar_task.append(bar.add_task(progress.study, total=progress.total, status=""))
+            bar_task.append(  # earlier trials of a resumed study do not count toward the rate
+                bar.add_task(
+                    progress.study, total=progress.total, completed=progress.finished, status=""
+                )
+            )
         bar.update(
             bar_task[0],
             completed=progress.finished,
@@ -447,24 +512,32 @@ def search_launch(
     run_file: str = typer.Argument(None, help="a YAML run file with the settings below"),
     space: str = typer.Option(None, help="YAML file or preset name [primer]"),
     task: str = typer.Option(None, help="task spec [digits]"),
-    objective: list[str] = typer.Option(None, help="NAME:max|min, repeatable"),
-    constraint: list[str] = typer.Option(None, help="e.g. 'params<=2e6', repeatable"),
+    objective: list[str] = typer.Option(
+        None, help="NAME:max|min, repeatable [accuracy:max latency_ms:min]"
+    ),
+    constraint: list[str] = typer.Option(None, help="e.g. 'params<=2e6', repeatable [none]"),
     trials: int = typer.Option(None, help="evaluated trials in the study [40]"),
     workers: int = typer.Option(None, help="Ray workers; 0 runs trials in this process [2]"),
     sampler: str = typer.Option(None, help=SAMPLER_HELP),
     seed: int = typer.Option(None, help="seed of the sampler and of training [0]"),
     study: str = typer.Option(None, help="study name [SPACE-TASK-SAMPLER-sSEED]"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
-    pool: str = typer.Option(None, help="JSONL file of candidate configs"),
-    evaluator: str = typer.Option(None, help="replay:TABLE answers from a recorded table"),
-    timeout: float = typer.Option(None, help="seconds for the whole search"),
-    ray_address: str = typer.Option(None, help="join this Ray cluster instead of a local Ray"),
+    pool: str = typer.Option(
+        None, help="JSONL file of candidate configs [the space; a replay table's own]"
+    ),
+    evaluator: str = typer.Option(
+        None, help="replay:TABLE answers from a recorded table [train and profile]"
+    ),
+    timeout: float = typer.Option(None, help="seconds for the whole search [no limit]"),
+    ray_address: str = typer.Option(None, help="join this Ray cluster [a local Ray]"),
     steps: int = typer.Option(None, help="training steps per trial [300]"),
-    trial_timeout: float = typer.Option(None, help="seconds per trial before it is killed"),
+    trial_timeout: float = typer.Option(
+        None, help="seconds per trial before it is killed [no limit]"
+    ),
     supernet: str = typer.Option(
         None,
         help="Mix'n'Match: evaluate each config as a submodel of this supernet checkpoint, "
-        "untrained (--steps does not apply); the space defaults to the supernet's",
+        "untrained (--steps does not apply); the space defaults to the supernet's [none]",
     ),
     threads: int = typer.Option(
         None, help="torch threads for training in this process (--workers 0) [cores]"
@@ -543,6 +616,57 @@ def search_resume(
     )
 
 
+# Listings readable in an 80-column terminal (`fit_table`): the headers of a table too wide
+# for its full column names, borderless layout, and the folding and hiding steps per listing.
+SHORT_HEADERS = {
+    "number": "#",
+    "n_trials": "trials",
+    "n_complete": "done",
+    "n_failed": "fail",
+    "n_running": "run",
+    "front_size": "front",
+    "hypervolume": "HV",
+    "datetime_start": "started",
+    "created_at": "created",
+    "config_hash": "hash",
+    "duration_s": "secs",
+    "attempts": "tries",
+    "accuracy": "acc",
+    "latency_ms": "lat_ms",
+    "n_train": "train",
+    "n_test": "test",
+    "kendall": "tau",
+    "spearman": "rho",
+    "cv_kendall": "cv_tau",
+}
+COMPACT_TABLE = {
+    "box": box.SIMPLE_HEAD,
+    "show_edge": False,
+    "pad_edge": False,
+    "collapse_padding": True,
+}
+COMPACT_GAP = 2  # characters between two columns of COMPACT_TABLE
+FOLD_MIN = 8
+ISO_MINUTE = re.compile(r"(\d{4}-\d\d-\d\d)T(\d\d:\d\d)")
+FitStep = tuple[str, int | None]  # (column, fold to this width) or (column, None): hide it
+STUDIES_STEPS: list[FitStep] = [
+    ("objectives", 14),
+    ("datetime_start", None),
+    ("name", 16),
+    ("n_running", None),
+    ("name", 10),
+]
+TRIALS_STEPS: list[FitStep] = [
+    ("reason", 12),
+    ("attempts", None),
+    ("reason", FOLD_MIN),
+    ("duration_s", None),
+    ("device", None),
+    ("config_hash", None),
+]
+PREDICTORS_STEPS: list[FitStep] = [("objective", 10), ("family", FOLD_MIN)]
+
+
 def cell(column: str, value) -> str:
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -551,23 +675,115 @@ def cell(column: str, value) -> str:
     return str(value)
 
 
-def print_rows(rows: list[dict], title: str) -> None:
+def compact_cell(column: str, value) -> str:
+    """`cell` for a table squeezed into a narrow terminal: 4 significant digits, 8 characters
+    of a hash, 6 of a device id, timestamps to the minute, "-" for nothing.
+
+    >>> compact_cell("datetime_start", "2025-03-01T09:30:12+00:00"), compact_cell("x", 0.123456)
+    ('2025-03-01 09:30', '0.1235')
+    """
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, str):
+        if column == "config_hash":
+            return value[:8]
+        if column == "device":
+            kind, _, device_id = value.partition(" ")
+            return f"{kind} {device_id[:6]}".strip()
+        stamp = ISO_MINUTE.match(value)
+        if stamp:
+            return f"{stamp[1]} {stamp[2]}"
+    return str(value)
+
+
+def fit_table(
+    rows: list[dict], title: str, width: int, steps: Sequence[FitStep] | None = None
+) -> tuple[Table, list[str]]:
+    """A rich table of `rows` no wider than `width` characters, and the columns it hides.
+
+    A table that fits is drawn as it always was. One that does not gets short headers
+    (`SHORT_HEADERS`), compact cells (`compact_cell`) and no borders; then, until it fits,
+    `steps` in order: `(column, least)` folds the column's cells onto more lines, no
+    narrower than `least` (nor its header: a header is never cut), `(column, None)` hides the
+    column. Without `steps`, text columns fold, the widest first. Columns holding dicts or
+    lists (a config) are never shown: `--format json` has them.
+
+    >>> from rich.console import Console
+    >>> rows = [{"name": "primer-digits-nsga2-s0", "objectives": "accuracy:max, latency_ms:min",
+    ...          "n_trials": 40, "hypervolume": 0.123456, "datetime_start": "2025-03-01T09:30"}]
+    >>> table, hidden = fit_table(rows, "studies", 60, [("datetime_start", None)])
+    >>> hidden, Console(width=60).measure(table).maximum <= 60
+    (['datetime_start'], True)
+    """
+    nested = {key for row in rows for key, value in row.items() if isinstance(value, dict | list)}
+    columns = [key for key in rows[0] if key not in nested]
+    full = [[cell(column, row.get(column)) for column in columns] for row in rows]
+    natural = [max([len(c), *(len(texts[i]) for texts in full)]) for i, c in enumerate(columns)]
+    if sum(natural) + 3 * len(columns) + 1 <= width:  # rich's default box: "│ a │ b │"
+        table = Table(*columns, title=title)
+        for texts in full:
+            table.add_row(*texts)
+        return table, []
+    headers = {column: SHORT_HEADERS.get(column, column) for column in columns}
+    texts = [{column: compact_cell(column, row.get(column)) for column in columns} for row in rows]
+    widths = {c: max([len(headers[c]), *(len(text[c]) for text in texts)]) for c in columns}
+    if steps is None:
+        words = [c for c in columns if any(isinstance(row.get(c), str) for row in rows)]
+        steps = [(column, FOLD_MIN) for column in sorted(words, key=lambda c: -widths[c])]
+    shown = list(columns)
+
+    def total(chosen: dict[str, int]) -> int:
+        return sum(chosen[column] for column in shown) + COMPACT_GAP * (len(shown) - 1)
+
+    folded = dict(widths)  # the steps run in full: which columns they hide
+    for column, least in steps:
+        if total(folded) <= width:
+            break
+        if column in shown and least is None and len(shown) > 1:
+            shown.remove(column)
+        elif column in shown and least is not None:
+            folded[column] = min(folded[column], max(least, len(headers[column])))
+    for column, least in steps:  # with those hidden, fold no more than needed
+        over = total(widths) - width
+        if over <= 0:
+            break
+        if column in shown and least is not None:
+            widths[column] -= max(0, min(over, widths[column] - max(least, len(headers[column]))))
+    while total(widths) > width and len(shown) > 1:  # the last resort: hide from the right
+        shown.pop()
+    table = Table(title=title, **COMPACT_TABLE)
+    for column in shown:
+        values = [row.get(column) for row in rows]
+        numeric = all(isinstance(value, int | float | None) for value in values) and any(
+            isinstance(value, int | float) for value in values
+        )
+        justify = "right" if numeric else "left"
+        table.add_column(headers[column], width=widths[column], justify=justify, overflow="fold")
+    for text in texts:
+        table.add_row(*(text[column] for column in shown))
+    return table, [column for column in columns if column not in shown]
+
+
+def print_rows(rows: list[dict], title: str, steps: Sequence[FitStep] | None = None) -> None:
+    """Rows as a rich table that fits the terminal (`fit_table`), and a line naming the
+    columns it had to hide."""
     if not rows:
         console.print(f"{title}: nothing yet")
         return
-    columns = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
-    table = Table(*columns, title=title)
-    for row in rows:
-        table.add_row(*(cell(c, row[c]) for c in columns))
+    table, hidden = fit_table(rows, title, console.width, steps)
     console.print(table)
+    if hidden:
+        console.print(f"(not shown at this width: {', '.join(hidden)})", soft_wrap=True)
 
 
-def emit(rows: list[dict], fmt: str, title: str) -> None:
-    """Rows as a rich table, or as JSON or CSV on stdout."""
+def emit(rows: list[dict], fmt: str, title: str, steps: Sequence[FitStep] | None = None) -> None:
+    """Rows as a rich table (`print_rows`), or as JSON or CSV on stdout."""
     from tnas.search.query import write_rows
 
     if fmt == "table":
-        print_rows(rows, title)
+        print_rows(rows, title, steps)
         return
     try:
         write_rows(rows, fmt, sys.stdout)
@@ -582,8 +798,9 @@ def studies_command(
         None,
         "--ref-point",
         help="measure every study's hypervolume against this point (studies sharing their "
-        "objectives), one value per objective: repeat the option or give V1,V2",
+        "objectives), one value per objective: repeat the option or give V1,V2 [each study's own]",
     ),
+    fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ):
     """List studies with their trial counts and front sizes."""
     from tnas.search.query import list_studies
@@ -591,11 +808,11 @@ def studies_command(
 
     try:
         point = parse_reference(ref_point) if ref_point else None
-        rows = list_studies(open_db(storage), ref_point=point)
+        rows = list_studies(open_db(storage, create=False), ref_point=point)
     except ValueError as err:
         raise fail(str(err)) from None
-    print_rows(rows, "studies")
-    if point is not None and rows:
+    emit(rows, fmt, "studies", STUDIES_STEPS)
+    if point is not None and rows and fmt == "table":
         console.print(describe_reference(point, rows[0]["objectives"].split(", "), "given"))
 
 
@@ -606,15 +823,18 @@ def trials_command(
     storage: str = typer.Option(None, help=STORAGE_HELP),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
 ):
-    """List a study's trials."""
-    from tnas.search.query import list_trials
+    """List a study's trials: state, objective values, the device that measured each (kind
+    and fingerprint id), config hash, failure reason, duration and attempts. `--format json`
+    carries each trial's full config and config hash."""
+    from tnas.search.query import check_states, list_trials
 
     study = study_arg(study)
     try:
-        rows = list_trials(open_db(storage), study, states=state or None)
-    except LookupError as err:
+        states = check_states(state) if state else None
+        rows = list_trials(open_db(storage, create=False), study, states=states)
+    except (LookupError, ValueError) as err:
         raise fail(str(err)) from None
-    emit(rows, fmt, f"trials of {study}")
+    emit(rows, fmt, f"trials of {study}", TRIALS_STEPS)
 
 
 @app.command("pareto")
@@ -625,7 +845,7 @@ def pareto_command(
     storage: str = typer.Option(None, help=STORAGE_HELP),
     fmt: str = typer.Option("table", "--format", help=FORMAT_HELP),
     history: bool = typer.Option(False, help="the front's snapshots over time"),
-    plot: str = typer.Option(None, help="write a scatter to FILE.png or FILE.html"),
+    plot: str = typer.Option(None, help="write a scatter to FILE.png or FILE.html [none]"),
     ref_point: list[str] = typer.Option(
         None,
         "--ref-point",
@@ -647,7 +867,7 @@ def pareto_command(
     study = [study_arg(name) for name in study]
     if plot:
         output_arg(plot, "--plot", new_dirs=False)  # plot_fronts creates no directories
-    db = open_db(storage)
+    db = open_db(storage, create=False)
     try:
         point = parse_reference(ref_point) if ref_point else None
         if plot:
@@ -782,7 +1002,7 @@ def predictors_report(
 
     study = study_arg(study)
     try:
-        rows = predictor_report(open_db(storage), study)
+        rows = predictor_report(open_db(storage, create=False), study)
     except LookupError as err:
         raise fail(str(err)) from None
     if not rows and fmt == "table":
@@ -790,10 +1010,116 @@ def predictors_report(
         return
     if fmt == "table":  # narrow enough for a terminal; json and csv keep the timestamps
         rows = [{k: v for k, v in row.items() if k != "created_at"} for row in rows]
-    emit(rows, fmt, f"predictor quality of {study}")
+    emit(rows, fmt, f"predictor quality of {study}", PREDICTORS_STEPS)
 
 
-supernet_app = typer.Typer(no_args_is_help=True, help="MatFormer supernets.")
+LIVE_HELP = "even while a driver is searching it (it would go on under the old name)"
+
+
+@study_app.command("delete")
+def study_delete(
+    study: str = typer.Argument(..., help="the study to delete"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    yes: bool = typer.Option(False, "--yes", "-y", help="delete without asking"),
+    force: bool = typer.Option(False, "--force", help=LIVE_HELP),
+):
+    """Delete a study: its trials, and the front snapshots, predictor rounds and heartbeats
+    tnas keeps for it (Optuna's `delete-study` leaves those behind)."""
+    from tnas.search.lifecycle import delete_study, records_text, study_records
+
+    study = study_arg(study)
+    db = open_db(storage, create=False)
+    try:
+        if not yes:
+            held = records_text(study_records(db, study))
+            question = f"delete study {study} from {redact_url(db.url)} ({held})?"
+            if not typer.confirm(question, default=False):
+                typer.echo("nothing deleted", err=True)
+                raise typer.Exit(code=1)
+        deleted = delete_study(db, study, force=force)
+    except (LookupError, ValueError) as err:
+        raise fail(str(err)) from None
+    typer.echo(f"deleted study {study}: {records_text(deleted)}")
+
+
+@study_app.command("rename")
+def study_rename(
+    study: str = typer.Argument(..., help="the study's name"),
+    new_name: str = typer.Argument(..., help="its new name"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+    force: bool = typer.Option(False, "--force", help=LIVE_HELP),
+):
+    """Rename a study, in one transaction with tnas's fronts and records (Optuna has no
+    rename); `tnas pareto NEW_NAME` and `tnas search resume NEW_NAME` then find it."""
+    from tnas.search.lifecycle import records_text, rename_study
+
+    study, new_name = study_arg(study), study_arg(new_name)
+    db = open_db(storage, create=False)
+    try:
+        renamed = rename_study(db, study, new_name, force=force)
+    except (LookupError, ValueError) as err:
+        raise fail(str(err)) from None
+    typer.echo(f"renamed study {study} to {new_name} ({records_text(renamed)})")
+
+
+@study_app.command("copy")
+def study_copy(
+    study: str = typer.Argument(..., help="the study to copy"),
+    new_name: str = typer.Argument(None, help="the copy's name [the same]"),
+    storage: str = typer.Option(None, help=f"the study's {STORAGE_HELP}"),
+    to: str = typer.Option(
+        None, "--to", help="the database to copy into, URL or .db file, made if new [--storage]"
+    ),
+):
+    """Copy a study, trials, fronts and predictor rounds, into another database (SQLite to
+    PostgreSQL, say) or under a new name in the same one."""
+    from tnas.search.db import StorageError, resolve_url
+    from tnas.search.lifecycle import copy_study, records_text, study_records
+
+    study = study_arg(study)
+    new_name = study if new_name is None else study_arg(new_name)
+    source = open_db(storage, create=False)
+    try:
+        study_records(source, study)  # no such study: refused before the target is made
+        same = to is None or resolve_url(to) == source.url
+    except (LookupError, StorageError) as err:
+        raise fail(str(err)) from None
+    target = source if same else open_db(to)
+    try:
+        copied = copy_study(source, study, target, new_name)
+    except (LookupError, ValueError) as err:
+        raise fail(str(err)) from None
+    where = redact_url(target.url)
+    typer.echo(f"copied study {study} to {new_name} in {where} ({records_text(copied)})")
+
+
+@study_app.command("export")
+def study_export(
+    study: str = typer.Argument(..., help="the study whose front to export"),
+    out: str = typer.Option(..., "--out", help="a new or empty directory"),
+    storage: str = typer.Option(None, help=STORAGE_HELP),
+):
+    """Write the study's latest Pareto front: `trial-NNNN/config.json` per member (the
+    ArchConfig JSON: `tnas train`, `tnas profile`, `ArchConfig.from_json` read it) and an
+    index, `front.json` and `front.csv`, with each member's trial, config hash and values."""
+    from tnas.search.lifecycle import FRONT_CSV, FRONT_JSON, export_study
+
+    study = study_arg(study)
+    output_arg(out, "--out", inside=(FRONT_JSON, FRONT_CSV))
+    db = open_db(storage, create=False)
+    try:
+        index = export_study(db, study, out)
+    except (LookupError, ValueError) as err:
+        raise fail(str(err)) from None
+    except OSError as err:
+        raise fail(f"{out}: {err.strerror or err}") from None
+    members = len(index["members"])
+    typer.echo(f"wrote {out}: {members} configs of the front of {study}, {FRONT_JSON}, {FRONT_CSV}")
+
+
+supernet_app = typer.Typer(
+    no_args_is_help=True, rich_markup_mode=MARKUP, help="MatFormer supernets."
+)
 app.add_typer(supernet_app, name="supernet")
 
 
@@ -811,7 +1137,7 @@ def supernet_train(
     checkpoint_every: int = typer.Option(0, help="steps between checkpoints (0: at the end)"),
     resume: bool = typer.Option(False, help="go on from OUT and OUT's .train.safetensors"),
     ray: bool = typer.Option(False, "--ray", help="run as one Ray task (local, or --ray-address)"),
-    ray_address: str = typer.Option(None, help="join this Ray cluster"),
+    ray_address: str = typer.Option(None, help="join this Ray cluster (with --ray) [a local Ray]"),
     threads: int = typer.Option(
         None,
         "--threads",
@@ -859,12 +1185,13 @@ def supernet_train(
 @app.command("extract")
 def extract_command(
     out: str = typer.Option(..., help="directory for model.safetensors and config.json"),
-    supernet: str = typer.Option(None, help="supernet checkpoint (.safetensors)"),
+    supernet: str = typer.Option(None, help="supernet checkpoint (.safetensors) [none]"),
     config: str = typer.Option(
-        None, help='submodel JSON: an ArchConfig, or {"config": ..., "kept": [...]}; - for stdin'
+        None,
+        help='submodel JSON: an ArchConfig, or {"config": ..., "kept": [...]}; - for stdin [none]',
     ),
-    study: str = typer.Option(None, help="a study searched with --supernet (with --trial)"),
-    trial: int = typer.Option(None, help="the number of the trial of --study to extract"),
+    study: str = typer.Option(None, help="a study searched with --supernet (with --trial) [none]"),
+    trial: int = typer.Option(None, help="the number of the trial of --study to extract [none]"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
 ):
     """Cut a submodel out of a MatFormer supernet as a standalone model (`tnas.load_model`):

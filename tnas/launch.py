@@ -140,10 +140,11 @@ def resume(
     return search(spec, resume=True, progress=progress, join=join)
 
 
-def open_database(storage: str | None) -> Database:
+def open_database(storage: str | None, create: bool = True) -> Database:
     """The study database at `storage` (a URL or a .db file; default `$TNAS_STORAGE`, else
-    `sqlite:///tnas.db`); `StorageError` in one line if it cannot be used."""
-    return Database(storage)
+    `sqlite:///tnas.db`); `StorageError` in one line if it cannot be used. With
+    `create=False` (what only reads) a missing SQLite file is such an error, never created."""
+    return Database(storage, create=create)
 
 
 def search(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from tnas.search.settings import Objective, StudySettings
+from tnas.space.errors import shown
 
 if TYPE_CHECKING:
     from tnas.search.db import Database
@@ -115,22 +116,18 @@ def list_trials(
 ) -> list[dict[str, Any]]:
     """One row per trial of the study, in trial order, optionally only those in `states`.
 
-    Keys: number, state, one per objective (None unless complete), config_hash (its first 12
-    characters), reason, duration_s (None until finished) and attempts. `states` are Optuna's
-    trial state names in any case ("complete", "FAIL", ...). An unknown study raises
+    Keys: number, state, one per objective (None unless complete), device (`device_of` its
+    fingerprint: "cpu 1a2b3c4d5e6f"; None when the evaluator measured nothing), config_hash
+    (in full), reason, duration_s (None until finished), attempts and config (the ArchConfig
+    dict; None before the driver gave the trial one). `states` are Optuna's trial state names
+    in any case ("complete", "FAIL", ...; `check_states`). An unknown study raises
     `LookupError` naming the studies present.
     """
     from optuna.trial import TrialState
 
     wanted = None
     if states is not None:
-        unknown = [state for state in states if str(state).upper() not in TRIAL_STATES]
-        if unknown:
-            raise ValueError(
-                f"unknown trial state {', '.join(map(repr, unknown))}; "
-                f"valid: {', '.join(s.lower() for s in TRIAL_STATES)}"
-            )
-        wanted = tuple(TrialState[str(state).upper()] for state in states)
+        wanted = tuple(TrialState[state] for state in check_states(states))
     storage = db.optuna_storage()
     study_id = _study_id(db, study_name)
     objectives = _study_objectives(
@@ -144,6 +141,7 @@ def list_trials(
         if trial.datetime_start is not None and trial.datetime_complete is not None:
             duration = round((trial.datetime_complete - trial.datetime_start).total_seconds(), 3)
         digest = attrs.get("config_hash")
+        config = attrs.get("config")
         rows.append(
             {
                 "number": trial.number,
@@ -152,13 +150,51 @@ def list_trials(
                     objective["name"]: None if values is None else values[position]
                     for position, objective in enumerate(objectives)
                 },
-                "config_hash": digest[:SHORT_HASH] if isinstance(digest, str) else None,
+                "device": device_of(attrs.get("fingerprint")),
+                "config_hash": digest if isinstance(digest, str) else None,
                 "reason": attrs.get("reason"),
                 "duration_s": duration,
                 "attempts": attrs.get("attempts"),
+                "config": config if isinstance(config, Mapping) else None,
             }
         )
     return rows
+
+
+def check_states(states: Iterable[str]) -> list[str]:
+    """Trial state names in upper case, as `TrialState` spells them; a one-line `ValueError`
+    naming the first unknown one and the valid ones.
+
+    >>> check_states(["complete", "FAIL"])
+    ['COMPLETE', 'FAIL']
+    >>> check_states(["DONE"])
+    Traceback (most recent call last):
+    ...
+    ValueError: unknown state 'DONE'; valid: running, complete, pruned, fail, waiting
+    """
+    checked = []
+    for state in states:
+        name = str(state).upper()
+        if name not in TRIAL_STATES:
+            valid = ", ".join(known.lower() for known in TRIAL_STATES)
+            raise ValueError(f"unknown state {shown(state)}; valid: {valid}")
+        checked.append(name)
+    return checked
+
+
+def device_of(fingerprint: Any) -> str | None:
+    """The device a trial was measured on, from its `fingerprint` user attribute
+    (`tnas.workers.profile.device_fingerprint`): its kind and its short id; None if unknown.
+
+    >>> device_of({"device": "cuda", "id": "1a2b3c4d5e6f", "gpu": "NVIDIA H100"})
+    'cuda 1a2b3c4d5e6f'
+    >>> device_of({}) is None
+    True
+    """
+    if not isinstance(fingerprint, Mapping):
+        return None
+    parts = [str(fingerprint[key]) for key in ("device", "id") if fingerprint.get(key)]
+    return " ".join(parts) or None
 
 
 def pareto_rows(db: Database, study_name: str) -> list[dict[str, Any]]:
@@ -168,7 +204,8 @@ def pareto_rows(db: Database, study_name: str) -> list[dict[str, Any]]:
     and config (the ArchConfig dict). Reads only the snapshot tables, never the trials. A study
     with no snapshot yet (no completed trial) gives []; an unknown one raises `LookupError`.
     """
-    snapshot = db.latest_snapshot(study_name)
+    # Snapshots of a study Optuna no longer has (deleted outside tnas) are not shown.
+    snapshot = db.latest_snapshot(study_name) if db.study_exists(study_name) else None
     if snapshot is None:
         _study_id(db, study_name)  # raises LookupError for an unknown study
         return []
@@ -298,7 +335,7 @@ def predictor_report(db: Database, study_name: str) -> list[dict[str, Any]]:
     predictor scored on the trials evaluated since (Kendall tau, Spearman, MAPE on `n_test`
     held-out trials; empty in round 1). An unknown study raises `LookupError`.
     """
-    rows = db.predictor_rounds(study_name)
+    rows = db.predictor_rounds(study_name) if db.study_exists(study_name) else []
     if not rows:
         _study_id(db, study_name)
     return [row | {"created_at": _iso(row["created_at"])} for row in rows]
@@ -327,10 +364,12 @@ def write_rows(rows: Iterable[Mapping[str, Any]], fmt: str, stream: TextIO) -> N
         json.dump(rows, stream, indent=2, default=_json_default)
         stream.write("\n")
         return
+    # A key dropped as a dict in one row is dropped in all (a trial's config may be None).
+    nested = {key for row in rows for key, value in row.items() if isinstance(value, Mapping)}
     columns: dict[str, None] = {}
     for row in rows:
-        for key, value in row.items():
-            if not isinstance(value, Mapping):
+        for key in row:
+            if key not in nested:
                 columns.setdefault(key)
     writer = csv.DictWriter(
         stream, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"

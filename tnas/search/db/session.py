@@ -44,7 +44,17 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import create_engine, delete, event, func, select
+from sqlalchemy import (
+    column,
+    create_engine,
+    delete,
+    event,
+    func,
+    inspect,
+    select,
+    table,
+    update,
+)
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
@@ -58,6 +68,7 @@ from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from tnas.safety import redact_url
 from tnas.search.db.models import (
+    Base,
     DriverHeartbeat,
     FrontMember,
     FrontSnapshot,
@@ -90,6 +101,12 @@ MAX_BACKOFF_S = 8.0
 MEMBER_KEYS = ("trial_number", "config_hash", "config", "values")
 ROUND_KEYS = ("round", "objective", "family", "n_train", "n_test")
 ROUND_SCORES = ("kendall", "spearman", "mape", "cv_kendall")
+SQLITE_HEADER = b"SQLite format 3\x00"
+# Optuna's `studies` table, as much of it as tnas reads and renames: a Core table, so that
+# looking a study up needs no Optuna import. Optuna keeps `study_name` unique.
+OPTUNA_STUDIES = table("studies", column("study_id"), column("study_name"))
+# Tables that mark a database as a study database, when opened with create=False.
+STUDY_TABLES = ("studies", "tnas_alembic_version")
 
 
 logger = logging.getLogger(__name__)
@@ -272,11 +289,29 @@ class Retry:
 
 class RetryingStorage:
     """Optuna's storage with every call run through a ``Retry``, so that a search rides out a
-    database restart. Optuna takes any object with the storage methods as its storage."""
+    database restart. Optuna takes any object with the storage methods as its storage.
 
-    def __init__(self, storage: optuna.storages.BaseStorage, retry: Retry) -> None:
+    ``on_create(name)`` runs after each study it creates: ``Database`` passes its
+    ``delete_study_records``, so that a new study never inherits the front snapshots,
+    predictor rounds or heartbeats left under its name by an earlier study deleted outside
+    tnas (Optuna's ``delete-study``)."""
+
+    def __init__(
+        self,
+        storage: optuna.storages.BaseStorage,
+        retry: Retry,
+        on_create: Callable[[str], object] | None = None,
+    ) -> None:
         self._storage = storage
         self._retry = retry
+        self._on_create = on_create
+
+    def create_new_study(self, directions: Sequence[Any], study_name: str | None = None) -> int:
+        """As Optuna's; then ``on_create(study_name)`` (a generated name is new: no call)."""
+        study_id = self._retry(lambda: self._storage.create_new_study(directions, study_name))
+        if self._on_create is not None and study_name is not None:
+            self._on_create(study_name)
+        return study_id
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._storage, name)
@@ -315,9 +350,26 @@ class Database:
     never touching stored rows; it fails at once when the database cannot be reached. Once
     open, a lost PostgreSQL connection is retried for up to ``retry_s`` seconds (see
     ``Retry``). Every session is made by ``session()``. See the module docstring for an example.
+
+    A SQLite file that exists but does not start with SQLite's header (a corrupted or foreign
+    file) is refused in one line and left untouched. With ``create=False`` (the read-only
+    commands: ``tnas studies``, ``trials``, ``pareto``, ...) nothing new is made: a missing
+    SQLite file is a ``StorageError`` (``no database at PATH``), and so is a database holding
+    neither Optuna's tables nor ours, which is never given tables.
+
+    >>> Database("no-such-file.db", create=False)
+    Traceback (most recent call last):
+    ...
+    tnas.search.db.session.StorageError: no database at no-such-file.db
     """
 
-    def __init__(self, url: str | os.PathLike[str] | None = None, retry_s: float = RETRY_S) -> None:
+    def __init__(
+        self,
+        url: str | os.PathLike[str] | None = None,
+        retry_s: float = RETRY_S,
+        *,
+        create: bool = True,
+    ) -> None:
         self._url = resolve_url(url)
         self._masked_url = redact_url(self._url)
         self._password = make_url(self._url).password
@@ -326,6 +378,7 @@ class Database:
         self._rdb_storage: optuna.storages.RDBStorage | None = None
         self._optuna_storage: RetryingStorage | None = None
         if self._is_sqlite:
+            self._check_sqlite_file(create)
             self._check_sqlite_directory()
         try:
             self._engine: Engine = create_engine(self._url, **_engine_kwargs(self._url))
@@ -337,6 +390,8 @@ class Database:
         if self._is_sqlite:
             event.listen(self._engine, "connect", _on_sqlite_connect)
         try:
+            if not create:
+                self._check_holds_studies()
             self._connect()
             self._migrate()
         except BaseException:
@@ -357,6 +412,42 @@ class Database:
     def url(self) -> str:
         """The resolved SQLAlchemy URL (it holds the password, if any: never print it)."""
         return self._url
+
+    def _check_sqlite_file(self, create: bool) -> None:
+        """Refuse a path that holds no SQLite database before SQLite opens, and could write,
+        it; with ``create=False`` a missing or empty file too. Only reads the first bytes."""
+        text = make_url(self._url).database or ""
+        try:
+            with Path(text).expanduser().open("rb") as file:
+                header = file.read(len(SQLITE_HEADER))
+        except FileNotFoundError:
+            if create:
+                return
+            raise StorageError(f"no database at {text}") from None
+        except IsADirectoryError:
+            raise StorageError(
+                f"cannot connect to {self._masked_url}: {text} is a directory"
+            ) from None
+        except OSError as error:
+            raise StorageError(f"cannot read {text}: {error.strerror or error}") from None
+        if not header and create:
+            return  # an empty file: SQLite makes a database of it, as of a new path
+        if header != SQLITE_HEADER:
+            what = "is an empty file" if not header else "is not a SQLite database"
+            raise StorageError(f"{text} {what}; tnas leaves it as it is")
+
+    def _check_holds_studies(self) -> None:
+        """Refuse a database with neither Optuna's tables nor tnas's (``create=False``)."""
+        where = make_url(self._url).database if self._is_sqlite else self._masked_url
+        try:
+            with self._engine.connect() as connection:
+                names = set(inspect(connection).get_table_names())
+        except DBAPIError as error:
+            raise StorageError(
+                f"cannot connect to {self._masked_url}: {_reason(error, self._password)}"
+            ) from None
+        if not names & set(STUDY_TABLES):
+            raise StorageError(f"no study database at {where}: it holds no Optuna or tnas tables")
 
     def _check_sqlite_directory(self) -> None:
         directory = Path(make_url(self._url).database or ".").expanduser().parent
@@ -446,7 +537,9 @@ class Database:
             self._rdb_storage = self._retry(make)
             # The cache Optuna puts before an RDBStorage it makes: finished trials read once.
             cached = optuna.storages._CachedStorage(self._rdb_storage)
-            self._optuna_storage = RetryingStorage(cached, self._retry)
+            self._optuna_storage = RetryingStorage(
+                cached, self._retry, on_create=self.delete_study_records
+            )
         return self._optuna_storage
 
     def save_snapshot(
@@ -619,6 +712,130 @@ class Database:
             ]
         )
 
+    def study_exists(self, study_name: str) -> bool:
+        """Whether Optuna's tables hold a study named ``study_name``: one indexed lookup,
+        without importing Optuna (False in a database without Optuna's tables). The readers
+        use it to ignore what tnas kept of a study deleted outside tnas."""
+        query = select(OPTUNA_STUDIES.c.study_id).where(OPTUNA_STUDIES.c.study_name == study_name)
+
+        def read(session: Session) -> bool:
+            if not inspect(session.connection()).has_table("studies"):
+                return False
+            return session.execute(query).first() is not None
+
+        return self.transaction(read)
+
+    def count_study_records(self, study_name: str) -> dict[str, int]:
+        """How many rows tnas keeps under the study's name, per table (``study_record_models``),
+        e.g. ``{"driver_heartbeats": 0, "front_snapshots": 22, "predictor_rounds": 6}``."""
+
+        def read(session: Session) -> dict[str, int]:
+            return {
+                _record_key(model): session.scalar(
+                    select(func.count()).select_from(model).where(model.study_name == study_name)
+                )
+                for model in study_record_models()
+            }
+
+        return self.transaction(read)
+
+    def delete_study_records(self, study_name: str) -> dict[str, int]:
+        """Delete every row tnas keeps under the study's name, in one transaction: its front
+        snapshots (their members go with them), predictor rounds, driver heartbeats, and those
+        of any later table with a ``study_name`` column. Optuna's rows stay (see
+        ``tnas.search.lifecycle.delete_study``). Returns the rows deleted per table."""
+        return self.transaction(lambda session: _delete_records(session, study_name))
+
+    def rename_study(self, study_name: str, new_name: str) -> dict[str, int]:
+        """Rename a study in one transaction: Optuna's row in ``studies`` (its trials and
+        attributes hang on its id, not its name) and tnas's rows under the old name. Rows left
+        under ``new_name`` by an earlier study of that name are deleted first. ``LookupError``
+        if there is no study ``study_name``, ``ValueError`` if one named ``new_name`` exists;
+        either way nothing changes. Returns the rows renamed per table. Optuna's cache of this
+        Database, which keeps study names, starts afresh."""
+        studies = OPTUNA_STUDIES.c
+
+        def work(session: Session) -> dict[str, int]:
+            found = session.execute(
+                select(studies.study_id).where(studies.study_name == study_name)
+            ).first()
+            if found is None:
+                raise LookupError(f"unknown study {study_name!r} in {self._masked_url}")
+            taken = select(studies.study_id).where(studies.study_name == new_name)
+            if session.execute(taken).first() is not None:
+                raise ValueError(f"a study named {new_name!r} exists in {self._masked_url}")
+            _delete_records(session, new_name)
+            session.execute(
+                update(OPTUNA_STUDIES)
+                .where(studies.study_id == found.study_id)
+                .values(study_name=new_name)
+            )
+            return {
+                _record_key(model): session.execute(
+                    update(model)
+                    .where(model.study_name == study_name)
+                    .values(study_name=new_name)
+                    .execution_options(synchronize_session=False)
+                ).rowcount
+                for model in study_record_models()
+            }
+
+        renamed = self.transaction(work)
+        self._forget_optuna_storage()
+        return renamed
+
+    def copy_study_records(self, study_name: str, other: Database, new_name: str) -> dict[str, int]:
+        """Copy the study's front snapshots (with their members) and predictor rounds into
+        ``other`` (another database, or this one) under ``new_name``, timestamps kept, in one
+        transaction of ``other``. Heartbeats are not copied: no driver runs the copy. Returns
+        the rows copied per table."""
+        snapshots = (
+            select(FrontSnapshot)
+            .where(FrontSnapshot.study_name == study_name)
+            .order_by(FrontSnapshot.id)
+            .options(selectinload(FrontSnapshot.members))
+        )
+        rounds = (
+            select(PredictorRound)
+            .where(PredictorRound.study_name == study_name)
+            .order_by(PredictorRound.id)
+        )
+
+        def read(session: Session) -> tuple[list, list]:
+            return (
+                [
+                    (_fields(row), [_fields(member) for member in row.members])
+                    for row in session.scalars(snapshots)
+                ],
+                [_fields(row) for row in session.scalars(rounds)],
+            )
+
+        stored_snapshots, stored_rounds = self.transaction(read)
+
+        def write(session: Session) -> dict[str, int]:
+            for fields, members in stored_snapshots:
+                session.add(
+                    FrontSnapshot(
+                        **fields,
+                        study_name=new_name,
+                        members=[FrontMember(**member) for member in members],
+                    )
+                )
+            for fields in stored_rounds:
+                session.add(PredictorRound(**fields, study_name=new_name))
+            return {
+                _record_key(FrontSnapshot): len(stored_snapshots),
+                _record_key(PredictorRound): len(stored_rounds),
+            }
+
+        return other.transaction(write)
+
+    def _forget_optuna_storage(self) -> None:
+        if self._rdb_storage is not None:
+            self._rdb_storage.remove_session()
+            self._rdb_storage.engine.dispose()
+            self._rdb_storage = self._optuna_storage = None
+
     def close(self) -> None:
         """Release every pooled connection, Optuna's included."""
         if self._rdb_storage is not None:
@@ -626,6 +843,37 @@ class Database:
             self._rdb_storage.engine.dispose()
             self._rdb_storage = self._optuna_storage = None
         self._engine.dispose()
+
+
+def study_record_models() -> list[type[Base]]:
+    """tnas's models keyed by a study's name (a ``study_name`` column), by table name: front
+    snapshots, predictor rounds, driver heartbeats, and any table added later, which
+    ``delete_study_records`` and ``rename_study`` then cover without a change."""
+    models = (mapper.class_ for mapper in Base.registry.mappers if "study_name" in mapper.columns)
+    return sorted(models, key=lambda model: model.__tablename__)
+
+
+def _record_key(model: type[Base]) -> str:
+    return model.__tablename__.removeprefix("tnas_")
+
+
+def _delete_records(session: Session, study_name: str) -> dict[str, int]:
+    return {
+        _record_key(model): session.execute(
+            delete(model)
+            .where(model.study_name == study_name)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        for model in study_record_models()
+    }
+
+
+def _fields(row: Base) -> dict[str, Any]:
+    """A row's stored values for a copy: not its id, its parent's id or its study's name."""
+    skipped = ("id", "snapshot_id", "study_name")
+    mapper = inspect(row).mapper
+    keys = [attr.key for attr in mapper.column_attrs if attr.key not in skipped]
+    return {key: getattr(row, key) for key in keys}
 
 
 def _objective(objective: Mapping[str, str]) -> dict[str, str]:
