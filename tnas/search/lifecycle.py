@@ -174,7 +174,7 @@ def export_study(db: Database, name: str, out_dir: str | os.PathLike[str]) -> di
     if out.is_dir() and any(out.iterdir()):
         raise StudyError(f"--out {shown(str(out))} is not empty; give a new or empty directory")
     snapshot = db.latest_snapshot(name)
-    if snapshot is None:
+    if snapshot is None or not snapshot["members"]:
         raise LookupError(f"study {name!r} has no Pareto front yet (no completed trial)")
     objectives = [Objective.from_dict(objective).to_dict() for objective in snapshot["objectives"]]
     members, configs = [], []
@@ -215,7 +215,7 @@ def export_study(db: Database, name: str, out_dir: str | os.PathLike[str]) -> di
     (out / FRONT_JSON).write_text(json.dumps(index, indent=2) + "\n")
     with (out / FRONT_CSV).open("w", newline="") as stream:
         writer = csv.writer(stream, lineterminator="\n")
-        writer.writerow(["folder", "trial_number", "config_hash", *members[0]["values"]])
+        writer.writerow(["folder", "trial_number", "config_hash", *[o["name"] for o in objectives]])
         for member in members:
             row = [member["folder"], member["trial_number"], member["config_hash"]]
             writer.writerow(row + list(member["values"].values()))
