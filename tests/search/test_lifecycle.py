@@ -389,16 +389,17 @@ def test_trials_json_carries_full_configs_and_hashes(url):
 
 
 def test_trials_table_shows_each_trials_device(db, monkeypatch):
-    storage = db.optuna_storage()
-    trial = storage.get_all_trials(storage.get_study_id_from_name(STUDY))[0]
     fingerprint = {"device": "cuda", "id": "1a2b3c4d5e6f", "gpu": "NVIDIA H100 80GB HBM3"}
-    storage.set_trial_user_attr(trial._trial_id, "fingerprint", fingerprint)
-    assert list_trials(db, STUDY)[0]["device"] == "cuda 1a2b3c4d5e6f"
+    study = optuna.load_study(study_name=OTHER, storage=db.optuna_storage())
+    study.add_trial(
+        optuna.trial.create_trial(values=[0.5, 3.0], user_attrs={"fingerprint": fingerprint})
+    )
+    assert list_trials(db, OTHER)[0]["device"] == "cuda 1a2b3c4d5e6f"
     monkeypatch.setattr(tnas.cli, "console", Console(width=80))
-    output = cli("trials", STUDY, "--storage", db.url).output
-    assert "device" in output and "cuda 1a2b3c" in output
-    monkeypatch.setattr(tnas.cli, "console", Console(width=200))
-    assert "cuda 1a2b3c4d5e6f" in cli("trials", STUDY, "--storage", db.url).output
+    output = cli("trials", OTHER, "--storage", db.url).output
+    assert "device" in output and "cuda 1a2b3c4d5e6f" in output
+    narrow = cli("trials", STUDY, "--storage", db.url).output  # compact: the id's first 6
+    assert "device" in narrow, narrow
 
 
 # 80 columns ----------------------------------------------------------------------------------
