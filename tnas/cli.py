@@ -28,7 +28,7 @@ from tnas.safety import UnsafeInput, output_path, redact_url, safe_name
 from tnas.search.query import FORMATS, TRIAL_STATES
 from tnas.search.samplers import SAMPLERS
 from tnas.space import ArchConfig, ConfigError, DesignSpace, SpaceError, load_space, preset_names
-from tnas.space.errors import shown
+from tnas.space.errors import one_line, shown
 
 # Help texts give a None default as "[40]", "[primer]"; Rich markup would take "[primer]" for a
 # style and drop it, Markdown prints it (and reflows docstrings). Every Typer below uses it.
@@ -93,7 +93,9 @@ USER_ERRORS = (SpaceError, ConfigError, FileNotFoundError, ValueError)
 
 
 def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    """Print `error: MESSAGE` on stderr, on one line whatever the message holds (a file name
+    with a newline, an exception's multi-line text), and return the exit (code 2) to raise."""
+    typer.echo(f"error: {one_line(message)}", err=True)
     return typer.Exit(code=2)
 
 
@@ -130,6 +132,8 @@ def open_space(spec: str) -> DesignSpace:
         return load_space(spec)
     except USER_ERRORS as err:
         raise fail(str(err)) from None
+    except OSError as err:  # a name too long for a file, a directory, a file it cannot read
+        raise fail(f"{shown(spec)}: {err.strerror or err}") from None
 
 
 def read_config(path: str) -> ArchConfig:
@@ -137,7 +141,7 @@ def read_config(path: str) -> ArchConfig:
     try:
         text = sys.stdin.readline() if path == "-" else Path(path).read_text()
         return ArchConfig.from_json(text)
-    except (ConfigError, OSError) as err:
+    except (ConfigError, OSError, ValueError) as err:  # ValueError: not UTF-8 text
         raise fail(f"{path}: {err}") from None
 
 
@@ -578,20 +582,21 @@ def search_launch(
         "supernet": supernet,
         "threads": threads,
         "profile_threads": profile_threads,
-        "ref_point": floats_arg(ref_point, "--ref-point"),
+        "ref_point": reference_arg(ref_point),
         "allow_mixed_devices": allow_mixed_devices,
     }
     run_search(lambda progress: launch(run_file, progress=progress, join=join, **settings))
 
 
-def floats_arg(values: list[str] | None, option: str) -> list[float] | None:
-    """Numbers given as repeated options, each maybe comma-separated: `0.5,80` or `0.5 80`."""
-    if not values:
-        return None
+def reference_arg(values: list[str] | None) -> list[float] | None:
+    """`--ref-point` values (`0.5,80` or `0.5 --ref-point 80`), or None when not given."""
+    from tnas.search.reference import parse_reference
+
     try:
-        return [float(part) for value in values for part in value.split(",") if part.strip()]
-    except ValueError:
-        raise fail(f"{option} takes numbers, e.g. 0.5,80; got {','.join(values)!r}") from None
+        return parse_reference(values) if values else None
+    except ValueError as err:
+        raise fail(str(err)) from None
+
 
 
 @search_app.command("resume")

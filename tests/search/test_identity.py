@@ -185,3 +185,22 @@ def test_a_relative_pool_on_the_command_line_is_stored_absolute(tmp_path, monkey
     launch(**run)
 
     assert stored(run)[1]["run"]["pool"] == str(tmp_path / "table.jsonl")
+
+
+def test_a_wrong_reference_point_is_refused_before_the_study_is_written(tmp_path, table):
+    run = settings(tmp_path, table, ref_point=[0.5])
+
+    with pytest.raises(RunError, match=r"reference point \[0.5\] has 1 value for 2 objectives"):
+        launch(**run)
+
+    assert "s1" not in [s.study_name for s in optuna.get_all_study_summaries(run["storage"])]
+
+
+def test_a_study_keeps_its_reference_point(tmp_path, table):
+    run = settings(tmp_path, table, ref_point=[0.0, 100.0])
+    launch(**run)
+
+    with pytest.raises(RunError, match=r"measures hypervolume from reference point \[0.0, 100"):
+        launch(**run | {"ref_point": [0.1, 50.0], "trials": 6})
+
+    assert launch(**run | {"trials": 6}).progress.finished == 6

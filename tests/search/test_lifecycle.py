@@ -396,10 +396,11 @@ def test_trials_table_shows_each_trials_device(db, monkeypatch):
     )
     assert list_trials(db, OTHER)[0]["device"] == "cuda 1a2b3c4d5e6f"
     monkeypatch.setattr(tnas.cli, "console", Console(width=80))
-    output = cli("trials", OTHER, "--storage", db.url).output
-    assert "device" in output and "cuda 1a2b3c4d5e6f" in output
-    narrow = cli("trials", STUDY, "--storage", db.url).output  # compact: the id's first 6
-    assert "device" in narrow, narrow
+    narrow = cli("trials", OTHER, "--storage", db.url).output  # compact: the id's first 6
+    assert "device" in narrow and "cuda 1a2b3c " in narrow, narrow
+    monkeypatch.setattr(tnas.cli, "console", Console(width=200))
+    wide = cli("trials", OTHER, "--storage", db.url).output
+    assert "┃ device" in wide and "cuda 1a2b3c4d5e6f" in wide, wide
 
 
 # 80 columns ----------------------------------------------------------------------------------

@@ -197,6 +197,14 @@ def test_a_ref_point_of_the_wrong_length_is_one_line(tmp_path, table):
     assert "\n" not in str(raised.value)
 
     run = settings(tmp_path, table, study="ok")
+    args = ["--pool", str(table), "--trials", "3", "--storage", run["storage"]]
+    refused = cli("search", "launch", *args, "--study", "bad", "--ref-point", "0.5,50,3")
+    assert refused.exit_code == 2
+    errors = [line for line in refused.output.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: reference point [0.5, 50, 3] has 3 values for 2 objectives "
+        "(accuracy:max, latency_ms:min); give one per objective, in that order"
+    ]
     launch(**run)
     refused = cli("pareto", "ok", "--storage", run["storage"], "--ref-point", "0.5,50,3")
     assert refused.exit_code == 2

@@ -277,7 +277,12 @@ class SearchDriver:
         first_batch_in = len(members) >= max(2, self.evaluator.slots) or bool(
             members and evaluated >= self.n_trials and not self.in_flight
         )
-        frozen, frozen_now = settle_reference(self.study, self.objectives, values, first_batch_in)
+        try:
+            frozen, frozen_now = settle_reference(
+                self.study, self.objectives, values, first_batch_in
+            )
+        except ValueError as err:  # the run's ref_point does not fit the objectives
+            raise RunError(str(err)) from None
         if not members:
             return
         points = to_minimization(values, directions)

@@ -329,6 +329,13 @@ def check_run(spec: RunSpec, space: DesignSpace, metric_names: set[str]) -> list
                 f"unknown objective {objective.name!r}: the evaluator reports "
                 f"{', '.join(sorted(metric_names))}"
             )
+    if spec.ref_point is not None:
+        from tnas.search.reference import check_reference
+
+        try:
+            check_reference(spec.ref_point, objectives)
+        except ValueError as err:
+            raise RunError(str(err)) from None
     constraints = []
     for text in spec.constraints:
         try:
@@ -412,6 +419,15 @@ def open_study(spec: RunSpec, db, space: DesignSpace):
         directions=[o.optuna_direction for o in objectives],
         load_if_exists=True,
     )
+    if stored is not None and spec.ref_point is not None:
+        from tnas.search.reference import study_reference
+
+        frozen = study_reference(study)
+        if frozen is not None and frozen != [float(x) for x in spec.ref_point]:
+            raise RunError(
+                f"study {name!r} measures hypervolume from reference point {frozen}; "
+                "leave out --ref-point, or compare on another one with tnas pareto --ref-point"
+            )
     settings = StudySettings(
         objectives=tuple(objectives),
         space=spec.space,

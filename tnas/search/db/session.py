@@ -430,8 +430,8 @@ class Database:
             ) from None
         except OSError as error:
             raise StorageError(f"cannot read {text}: {error.strerror or error}") from None
-        if not header and create:
-            return  # an empty file: SQLite makes a database of it, as of a new path
+        if create and SQLITE_HEADER.startswith(header):
+            return  # empty, or being made by another process: SQLite makes a database of it
         if header != SQLITE_HEADER:
             what = "is an empty file" if not header else "is not a SQLite database"
             raise StorageError(f"{text} {what}; tnas leaves it as it is")
