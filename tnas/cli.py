@@ -718,7 +718,8 @@ def fit_table(
     >>> from rich.console import Console
     >>> rows = [{"name": "primer-digits-nsga2-s0", "objectives": "accuracy:max, latency_ms:min",
     ...          "n_trials": 40, "hypervolume": 0.123456, "datetime_start": "2025-03-01T09:30"}]
-    >>> table, hidden = fit_table(rows, "studies", 60, [("datetime_start", None)])
+    >>> steps = [("objectives", 14), ("datetime_start", None)]
+    >>> table, hidden = fit_table(rows, "studies", 60, steps)
     >>> hidden, Console(width=60).measure(table).maximum <= 60
     (['datetime_start'], True)
     """
