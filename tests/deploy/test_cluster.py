@@ -24,6 +24,7 @@ def test_two_drivers_share_one_study_over_both_nodes(cluster, drivers, tiny_run)
     launch = (
         "search", "launch", str(tiny_run), "--storage", url, "--ray-address",
         cluster.ray_address, "--study", "shared", "--trials", str(BUDGET), "--workers", "1",
+        "--join",
     )  # fmt: skip
     # Each driver's one worker needs a CPU, and each node has one: they run on both nodes.
     pair = [drivers(*launch), drivers(*launch)]

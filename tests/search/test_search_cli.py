@@ -162,7 +162,7 @@ def test_bad_storage_urls_are_one_line_exit_2(table, tmp_path):
         assert len(result.output.strip().splitlines()) == 1
 
 
-def launch_process(table: Path, url: str, study: str, trials: int, delay: float):
+def launch_process(table: Path, url: str, study: str, trials: int, delay: float, join=False):
     return subprocess.Popen(
         [
             sys.executable,
@@ -182,6 +182,7 @@ def launch_process(table: Path, url: str, study: str, trials: int, delay: float)
             url,
             "--workers",
             "2",
+            *(["--join"] if join else []),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -242,7 +243,7 @@ def test_two_drivers_share_one_study(table, tmp_path, request, backend):
         url,
     )
     assert create.exit_code == 0, create.output  # the study exists; now two drivers race
-    drivers = [launch_process(table, url, "two", trials=24, delay=0.05) for _ in range(2)]
+    drivers = [launch_process(table, url, "two", 24, delay=0.05, join=True) for _ in range(2)]
     for driver in drivers:
         _, stderr = driver.communicate(timeout=300)
         assert driver.returncode == 0, stderr
