@@ -253,7 +253,13 @@ def test_copy_sqlite_to_postgresql(db, request):
         assert_same_study(db, STUDY, target, name)
         with pytest.raises(StudyError, match="exists"):
             copy_study(db, STUDY, target, name)
-        delete_study(target, name)
+        front = pareto_rows(target, name)
+        rename_study(target, name, f"{name}-renamed")
+        assert pareto_rows(target, f"{name}-renamed") == front
+        deleted = delete_study(target, f"{name}-renamed")
+        assert deleted["trials"] == TRIALS and deleted["predictor_rounds"] == len(ROUNDS)
+        assert not target.study_exists(f"{name}-renamed")
+        assert set(target.count_study_records(f"{name}-renamed").values()) == {0}
 
 
 # export --------------------------------------------------------------------------------------
