@@ -94,6 +94,7 @@ class SearchDriver:
 
     def __post_init__(self):
         self.in_flight: dict[str, tuple[object, ArchConfig]] = {}
+        self.failed_configs: set[str] = set()
         self.interrupted = threading.Event()
         self.refusal = ""  # why the study refuses to go on (a trial measured elsewhere)
         self.device: dict | None = self.study.user_attrs.get(DEVICE_ATTR)
@@ -114,7 +115,9 @@ class SearchDriver:
 
     def recorded(self) -> tuple[dict[str, list[float]], set[str], list[Member], int, int]:
         """From storage: values by config hash, hashes in flight anywhere, the completed
-        evaluated trials, and the counts of evaluated and failed trials."""
+        evaluated trials, and the counts of evaluated and failed trials. The hashes of configs
+        whose evaluation failed are kept in `failed_configs`: a pool search does not pick them
+        again."""
         from optuna.trial import TrialState
 
         values: dict[str, list[float]] = {}
@@ -135,6 +138,7 @@ class SearchDriver:
             elif trial.state == TrialState.FAIL and attrs.get("reason") not in NOT_EVALUATED:
                 evaluated += 1
                 failed += 1
+                self.failed_configs.add(digest)
         return values, running, members, evaluated, failed
 
     def claimed_elsewhere(self, config_hash: str, number: int) -> bool:
@@ -179,7 +183,8 @@ class SearchDriver:
             trial = self.study.ask()
             config = self.space.suggest(trial)
             if self.pool is not None:
-                mapped = self.nearest_unevaluated(config, set(values) | running)
+                taken = set(values) | running | self.failed_configs
+                mapped = self.nearest_unevaluated(config, taken)
                 if mapped is None:
                     self.study.tell(trial, state=TrialState.FAIL)
                     self.progress.stopped = "every config of the pool has been evaluated"
