@@ -65,6 +65,37 @@ def test_a_plot_that_cannot_be_written_is_one_line(plot, study, tmp_path, monkey
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    "path, new_dirs, message",
+    [
+        ("nodir/x.json", False, "directory 'nodir' does not exist"),
+        ("n" * 256, True, "name of 256 bytes is too long"),
+        ("/".join(["d" * 200] * 21), True, "the path is too long"),
+        ("/proc/self/x.json", True, "/proc holds no files"),
+        ("/sys/x.json", True, "/sys holds no files"),
+        ("file.txt/x.json", True, "is not a directory"),
+    ],
+    ids=["missing-dir", "long-name", "long-path", "proc", "sys", "file-as-directory"],
+)
+def test_output_paths_that_could_not_be_written_are_refused(
+    path, new_dirs, message, tmp_path, monkeypatch
+):
+    from tnas.safety import UnsafeInput, output_path
+
+    monkeypatch.chdir(tmp_path)
+    Path("file.txt").write_text("x")
+    with pytest.raises(UnsafeInput, match=message) as info:
+        output_path(path, "--out", new_dirs=new_dirs)
+    assert "\n" not in str(info.value)
+
+
+def test_output_paths_in_directories_a_writer_creates_pass(tmp_path):
+    from tnas.safety import output_path
+
+    assert output_path(tmp_path / "new" / "x.json") == tmp_path / "new" / "x.json"
+    assert output_path(tmp_path / "x.json", new_dirs=False) == tmp_path / "x.json"
+
+
 def test_a_plot_write_that_fails_late_is_one_line(study, tmp_path):
     from tnas.search.db import Database
     from tnas.search.plots import plot_fronts
@@ -169,7 +200,7 @@ def test_dashboard_on_an_address_of_another_machine_is_one_line(tmp_path, monkey
         ({"metrics": {"accuracy": [1]}}, "metric 'accuracy' must be a number, got a list"),
         ({"metrics": {"accuracy": {"a": 1}}}, "metric 'accuracy' must be a number, got an obj"),
         ({"metrics": {"accuracy": True}}, "metric 'accuracy' must be a number, got a boolean"),
-        ({"metrics": {"accuracy": 1e308 * 10}}, None),  # inf is a number: the driver rejects it
+        ({"metrics": {"accuracy": 1e308 * 10, "latency_ms": 1}}, None),  # a number, inf
         ({"metrics": {"accuracy": 0.5}, "status": "maybe"}, "status must be 'ok' or 'failed'"),
     ],
     ids=[
@@ -228,6 +259,30 @@ def test_a_pool_the_replay_table_does_not_record_is_refused(table, tmp_path):
     )  # fmt: skip
     one_error_line(result, "the replay table answers none of the 3 configs of the pool")
     assert not (tmp_path / "x.db").exists()  # refused before the database is opened
+
+
+TINY = {
+    "name": "tiny",
+    "global": {"d_model": {"choices": [32, 64]}, "n_layers": 1, "vocab_size": 64},
+    "shared": {"mixer": "attention", "n_heads": 2, "ffn_dim": 64},
+}
+
+
+def test_a_table_of_the_whole_space_leaves_the_sampler_free(tmp_path):
+    from tnas.space import DesignSpace
+    from tnas.workers.replay import ReplayError, ReplayEvaluator, write_table
+
+    space = DesignSpace.from_dict(TINY)
+    configs = [space.from_flat({"d_model": width}) for width in (32, 64)]
+    row = {"status": "ok", "reason": None, "metrics": {"accuracy": 0.5}}
+    path = tmp_path / "table.jsonl"
+    write_table(path, [(config, row) for config in configs])
+    assert ReplayEvaluator(path).search_pool(space) is None  # a benchmark: samplers compare
+    write_table(path, [(configs[1], row)])
+    assert ReplayEvaluator(path).search_pool(space) == [configs[1]]
+    write_table(path, [(ArchConfig(n_layers=3), row)])
+    with pytest.raises(ReplayError, match="records none of the configs of space 'tiny'"):
+        ReplayEvaluator(path).search_pool(space)
 
 
 def test_version_prints_the_installed_version():

@@ -84,7 +84,7 @@ def main(
         False, "--version", callback=print_version, is_eager=True, help="print the version and exit"
     ),
 ):
-    pass
+    """Options taken before any command (`tnas --version`)."""
 
 
 console = Console()
@@ -451,27 +451,37 @@ def run_search(start) -> None:
     """Run `start(progress)` (a `tnas.launch` call) under a rich progress bar, drawn once the
     search has started (a refused one prints its one line alone); print how it ended and the
     front. The bar shows the time elapsed and an estimate of the time left (`ETA`), from the
-    rate at which trials finish in this run."""
+    rate at which trials finish in this run. On a narrow terminal the figures after them are
+    cut short (...), never the counts and times."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
         Progress,
+        ProgressColumn,
         TextColumn,
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Column
+    from rich.text import Text
 
     from tnas.search.db import StorageError
     from tnas.search.run import RunError
 
+    class StatusColumn(ProgressColumn):
+        """The only column that gives up width: one line, ending in an ellipsis if it must."""
+
+        def render(self, task) -> Text:
+            return Text(task.fields["status"], no_wrap=True, overflow="ellipsis")
+
     bar = Progress(
         TextColumn("[bold]{task.description}"),
-        BarColumn(),
+        BarColumn(bar_width=20, table_column=Column(no_wrap=True)),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TextColumn("ETA"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"),
+        StatusColumn(),
         console=console,
     )
     bar_task = []
@@ -527,7 +537,7 @@ def search_launch(
     study: str = typer.Option(None, help="study name [SPACE-TASK-SAMPLER-sSEED]"),
     storage: str = typer.Option(None, help=STORAGE_HELP),
     pool: str = typer.Option(
-        None, help="JSONL file of candidate configs [the space; a replay table's own]"
+        None, help="JSONL file of candidate configs [the space, or a partial replay table's]"
     ),
     evaluator: str = typer.Option(
         None, help="replay:TABLE answers from a recorded table [train and profile]"

@@ -208,8 +208,8 @@ def prepare(spec: RunSpec) -> Plan:
             # A pool in the replay format is its own evaluator.
             spec = spec.model_copy(update={"evaluator": f"replay:{spec.pool}"})
         start_evaluator, metric_names = build_evaluator(spec, space)
-        if spec.evaluator:  # a replay table: the search picks from the configs it records
-            pool = start_evaluator().search_pool(pool)
+        if spec.evaluator:  # a replay table: only configs it records, unless it has them all
+            pool = start_evaluator().search_pool(space, pool)
         constraints = runs.check_run(spec, space, metric_names)
     except RunError:
         raise

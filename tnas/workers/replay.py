@@ -18,12 +18,17 @@ metrics are not an object of numbers, is refused with one line naming `file:line
 >>> replay.collect()[0]["metrics"]
 {'accuracy': 0.9}
 
-A search on a table picks from the configs it records (`search_pool`), so that the sampler
-never proposes one the table cannot answer:
+A search on a table that records only part of its space picks from the configs it records
+(`search_pool`), so that the sampler never proposes one the table cannot answer:
 
->>> [c.hash for c in replay.search_pool()] == [config.hash]
+>>> from tnas.space import load_space
+>>> space = load_space("primer")
+>>> recorded = space.sample(np.random.default_rng(0))
+>>> with open(f.name, "w") as table:
+...     _ = table.write(json.dumps({"config": recorded.to_dict(), "metrics": {"accuracy": 0.8}}))
+>>> [c.hash for c in ReplayEvaluator(f.name).search_pool(space)] == [recorded.hash]
 True
->>> replay.search_pool([ArchConfig(n_layers=2)])
+>>> ReplayEvaluator(f.name).search_pool(space, [ArchConfig(n_layers=2)])
 Traceback (most recent call last):
 ...
 tnas.workers.replay.ReplayError: the replay table answers none of the 1 configs of the pool; ...
@@ -185,20 +190,32 @@ class ReplayEvaluator:
         self.calls = 0
         self.done: list[tuple[float, dict]] = []
 
-    def search_pool(self, pool: list[ArchConfig] | None = None) -> list[ArchConfig]:
-        """The configs a search on this table picks from: the table's own when no pool is
-        given (a sampler left free would propose configs the table never recorded, and every
-        trial would fail `not_recorded`), else `pool`, refused with a `ReplayError` when the
-        table records none of it (see the module's example).
+    def search_pool(
+        self, space: DesignSpace, pool: list[ArchConfig] | None = None
+    ) -> list[ArchConfig] | None:
+        """The configs a search of `space` on this table picks from (None: any of the space).
+
+        With `pool`, the pool; refused (`ReplayError`) if the table records none of it. Without
+        one, None when the table records every config of the space (a benchmark's full table,
+        NAS-Bench-201's: the sampler stays free, as a comparison of samplers needs); else the
+        recorded configs that are points of the space, so that the sampler never proposes a
+        config the table cannot answer (every trial would fail `not_recorded`); refused if
+        there are none.
         """
-        if pool is None:
-            return [row["config"] for row in self.rows.values()]
-        if not any(config.hash in self.rows for config in pool):
+        if pool is not None:
+            if not any(config.hash in self.rows for config in pool):
+                raise ReplayError(
+                    f"the replay table answers none of the {len(pool)} configs of the pool; "
+                    "give a pool drawn from the table, or no --pool to search the table's configs"
+                )
+            return pool
+        recorded = [row["config"] for row in self.rows.values() if space.contains(row["config"])]
+        if not recorded:
             raise ReplayError(
-                f"the replay table answers none of the {len(pool)} configs of the pool; "
-                "give a pool drawn from the table, or no --pool to search the table's configs"
+                f"the replay table records none of the configs of space {space.name!r} "
+                f"({len(self.rows)} rows); give the space it was recorded on (--space)"
             )
-        return pool
+        return None if len(recorded) >= space.size() else recorded
 
     def answer(self, key: str, config: ArchConfig) -> dict:
         row = self.rows.get(config.hash)
