@@ -43,10 +43,11 @@ def while_alive(driver, condition):
     return check
 
 
-def launch_on_cluster(drivers, cluster, run_file, url, study, trials_, workers):
+def launch_on_cluster(drivers, cluster, run_file, url, study, trials_, workers, *extra):
     return drivers(
         "search", "launch", str(run_file), "--storage", url, "--ray-address",
         cluster.ray_address, "--study", study, "--trials", str(trials_), "--workers", str(workers),
+        *extra,
     )  # fmt: skip
 
 
@@ -107,7 +108,7 @@ def test_a_killed_driver_resumes_losing_nothing_and_repeating_nothing(cluster, d
 def test_drivers_ride_out_a_postgres_restart(cluster, drivers, tiny_run):
     url = cluster.create_database("postgres_restart")
     pair = [
-        launch_on_cluster(drivers, cluster, tiny_run, url, "restart", BUDGET, workers=1)
+        launch_on_cluster(drivers, cluster, tiny_run, url, "restart", BUDGET, 1, "--join")
         for _ in range(2)
     ]
     wait_until(

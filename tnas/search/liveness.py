@@ -72,7 +72,8 @@ class Heartbeat:
             try:
                 self.beat()
             except StorageError as err:
-                logger.warning("heartbeat of %s not written: %s", self.study_name, err)
+                # The driver meets the same failure at its next write and reports it once.
+                logger.debug("heartbeat of %s not written: %s", self.study_name, err)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -80,8 +81,8 @@ class Heartbeat:
             self._thread.join()
         try:
             self.db.end_heartbeat(self.id)
-        except StorageError as err:  # the beat goes stale instead
-            logger.warning("heartbeat of %s not removed: %s", self.study_name, err)
+        except StorageError as err:  # the beat goes stale instead; the driver said why
+            logger.debug("heartbeat of %s not removed: %s", self.study_name, err)
 
     def __enter__(self) -> Heartbeat:
         return self.start()
