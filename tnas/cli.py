@@ -608,7 +608,6 @@ def reference_arg(values: list[str] | None) -> list[float] | None:
         raise fail(str(err)) from None
 
 
-
 @search_app.command("resume")
 def search_resume(
     study: str = typer.Argument(..., help="the study to continue"),

@@ -41,7 +41,7 @@ RERUN = frozenset({"orphaned", "interrupted"})
 
 
 def direction_of(text: object) -> str:
-    """"max" or "min" for max/maximize/min/minimize in any case, or an Optuna
+    """ "max" or "min" for max/maximize/min/minimize in any case, or an Optuna
     `StudyDirection`; else a one-line `ValueError`."""
     key = getattr(text, "name", text)
     try:
