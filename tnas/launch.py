@@ -297,42 +297,33 @@ def study_submodel(study: str, number: int, storage: str | None = None) -> tuple
     """The supernet path and the submodel config (adapted to the task) of trial `number` of a
     study searched with `supernet=`, from the study's stored settings: what `tnas extract
     --study NAME --trial N` cuts out. A one-line `LookupError` if there is none."""
-    from tnas.search.query import study_settings, study_trial
     from tnas.workers.tasks import parse_task
 
-    db = open_database(storage)
-    try:
-        names = [summary.study_name for summary in db.optuna_storage().get_all_studies()]
-        if study not in names:
-            raise LookupError(
-                f"no study {study!r} in {redact_url(db.url)}; studies: {', '.join(names) or 'none'}"
-            )
-        run = study_settings(db, study).run
+    def searched_with_a_supernet(run: dict) -> None:
         if not isinstance(run.get("supernet"), str):
             raise LookupError(
                 f"study {study!r} was not searched with --supernet; "
                 "use tnas extract --supernet CKPT --config SUB.json"
             )
-        trial = study_trial(db, study, number)
-    finally:
-        db.close()
-    attrs = trial.user_attrs
-    if "config" not in attrs:
-        reason = attrs.get("reason") or trial.state.name.lower()
-        raise LookupError(f"trial {number} of study {study!r} has no config ({reason})")
+
+    run, config = study_trial_config(study, number, storage, check=searched_with_a_supernet)
     try:
-        config = parse_task(run["task"]).adapt(ArchConfig.from_dict(attrs["config"]))
+        config = parse_task(run["task"]).adapt(config)
     except SETTING_ERRORS as err:
         raise LookupError(f"trial {number} of study {study!r}: {one_line(err)}") from None
     return run["supernet"], config
 
 
 def study_trial_config(
-    study: str, number: int, storage: str | None = None
+    study: str,
+    number: int,
+    storage: str | None = None,
+    check: Callable[[dict], None] | None = None,
 ) -> tuple[dict, ArchConfig]:
     """The stored run settings (a dict of `RunSpec` fields: `task`, `steps`, `batch_size`,
     `lr`, `seed`, ...) of a study and the config of its trial `number`, as sampled: what
-    `tnas train --study NAME --trial N` retrains. A one-line `LookupError` if there is none.
+    `tnas train --study NAME --trial N` retrains. A one-line `LookupError` if there is none,
+    or if `check(run)` raises it (called before the trial is looked up).
 
     >>> run, config = study_trial_config("notebook", 0, "sqlite:///demo.db")  # doctest: +SKIP
     >>> run["task"], config.short_hash                                       # doctest: +SKIP
@@ -340,11 +331,13 @@ def study_trial_config(
     """
     from tnas.search.query import study_settings, study_trial
 
-    db = open_database(storage)
+    db = open_database(storage, create=False)
     try:
         run = study_settings(db, study).run
         if not run:
             raise LookupError(f"study {study!r} has no stored run settings")
+        if check is not None:
+            check(run)
         trial = study_trial(db, study, number)
     finally:
         db.close()

@@ -207,7 +207,7 @@ def broken_studies(searched) -> str:
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--study", "nope", "--trial", "0"], "no study 'nope' in .*; studies: mm, plain"),
+        (["--study", "nope", "--trial", "0"], "unknown study 'nope'; studies in .*: mm, plain"),
         (["--study", "mm", "--trial", "99"], r"study 'mm' has no trial 99 \(trials 0..4\)"),
         (["--study", "mm", "--trial", "4"], r"trial 4 of study 'mm' has no config \(fail\)"),
         (["--study", "plain", "--trial", "0"], "study 'plain' was not searched with --supernet"),
