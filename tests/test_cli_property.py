@@ -33,9 +33,9 @@ from tnas.space import load_space
 
 runner = CliRunner()
 EXAMPLES = int(os.environ.get("TNAS_CLI_EXAMPLES", "25"))  # per command; more to fuzz deeper
-# The same examples on every run (CI never fails by the luck of a draw); TNAS_CLI_RANDOM=1
+# The same examples on every run (CI never fails by the luck of a draw); TNAS_FUZZ_RANDOM=1
 # draws new ones, to look for what these miss.
-DERANDOMIZE = os.environ.get("TNAS_CLI_RANDOM", "") != "1"
+DERANDOMIZE = os.environ.get("TNAS_FUZZ_RANDOM", "") != "1"
 LONG_NAME = "n" * 300
 BAD_PATHS = [
     "nodir/x/q.json",

@@ -9,6 +9,7 @@ written, then the study created or resumed and the driver started.
 from __future__ import annotations
 
 import math
+import os
 import re
 from pathlib import Path
 
@@ -232,7 +233,10 @@ def absolute_path(key: str, value, folder: Path):
         return f"replay:{absolute_path('pool', table, folder)}{comma}{options}"
     if key == "space" and "/" not in value and value in PRESETS:
         return value
-    return str((folder / Path(value).expanduser()).resolve())
+    try:  # by the text alone: the file is checked where it is read, in one line
+        return os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
+    except (ValueError, KeyError):  # a NUL byte, or ~user of no user
+        return value
 
 
 def with_absolute_paths(spec: RunSpec, folder: Path | None = None) -> RunSpec:
