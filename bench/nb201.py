@@ -46,7 +46,6 @@ SPACE = {
     "per_layer": {"mixer": {"choices": list(LABELS.values())}},
 }
 CHECKPOINTS = (50, 100, 125, 200, 500)
-LINAS_BATCH = 5
 
 
 def build_table(path: Path) -> np.ndarray:
@@ -71,11 +70,10 @@ def build_table(path: Path) -> np.ndarray:
     return np.array(points)
 
 
-def run(
-    space_file: Path, table: Path, sampler: str, seed: int, budget: int, folder: Path, batch=16
-) -> np.ndarray:
-    """One search through `tnas.launch`; the (accuracy, latency) of its evaluated trials in
-    evaluation order."""
+def run(space_file: Path, table: Path, sampler: str, seed: int, budget: int, folder: Path):
+    """One search through `tnas.launch`, with the samplers' default settings (NSGA-II's
+    population of 16, `linas`'s batch of 5); the (accuracy, latency) of its evaluated trials
+    in evaluation order."""
     storage = f"sqlite:///{folder / f'{sampler}-{seed}.db'}"
     result = launch(
         space=str(space_file),
@@ -85,7 +83,6 @@ def run(
         seed=seed,
         trials=budget,
         workers=1,
-        population_size=batch,
         study=f"{sampler}-{seed}",
         storage=storage,
     )
@@ -124,12 +121,11 @@ def main() -> None:
     for entry in args.samplers.split(","):
         sampler, _, budget_text = entry.partition(":")
         budget = int(budget_text or 200)
-        batch = LINAS_BATCH if sampler == "linas" else 16
         shares: dict[int, list[float]] = {c: [] for c in CHECKPOINTS if c <= budget}
         start = time.perf_counter()
         for seed in range(args.seeds):
             found = to_minimization(
-                run(space_file, table, sampler, seed, budget, folder, batch), ["max", "min"]
+                run(space_file, table, sampler, seed, budget, folder), ["max", "min"]
             )
             for c in shares:
                 first = found[:c]

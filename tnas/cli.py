@@ -553,6 +553,10 @@ def search_launch(
         help="Mix'n'Match: evaluate each config as a submodel of this supernet checkpoint, "
         "untrained (--steps does not apply); the space defaults to the supernet's [none]",
     ),
+    batch_size: int = typer.Option(None, help="training sequences per step [32]"),
+    lr: float = typer.Option(None, help="peak learning rate, warmup then cosine [1e-3]"),
+    population_size: int = typer.Option(None, help="NSGA-II/III's population [16]"),
+    linas_batch: int = typer.Option(None, help="configs per predictor round of linas [5]"),
     threads: int = typer.Option(
         None, help="torch threads for training in this process (--workers 0) [cores]"
     ),
@@ -590,6 +594,10 @@ def search_launch(
         "steps": steps,
         "trial_timeout": trial_timeout,
         "supernet": supernet,
+        "batch_size": batch_size,
+        "lr": lr,
+        "population_size": population_size,
+        "linas_batch": linas_batch,
         "threads": threads,
         "profile_threads": profile_threads,
         "ref_point": reference_arg(ref_point),

@@ -17,7 +17,7 @@ from tnas.search.db import Database
 from tnas.search.driver import Objective, SearchDriver
 from tnas.search.linas import LinasSampler, crowding_distance, survivors, tournament
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
-from tnas.search.samplers import create_sampler
+from tnas.search.samplers import SamplerOptions, create_sampler
 from tnas.space import DesignSpace
 from tnas.workers.replay import ReplayEvaluator
 
@@ -180,7 +180,9 @@ def test_nsga2_helpers():
 def test_create_sampler_needs_the_space_for_linas(cells):
     with pytest.raises(ValueError, match="needs the design space"):
         create_sampler("linas", 0)
-    assert isinstance(create_sampler("linas", 0, 8, cells[0]), LinasSampler)
+    sampler = create_sampler("linas", 0, SamplerOptions(linas_batch=8), space=cells[0])
+    assert isinstance(sampler, LinasSampler)
+    assert sampler.batch_size == 8
 
 
 def test_cli_search_with_linas_and_predictors_report(cells, tmp_path):

@@ -110,6 +110,7 @@ def settings(tiny, tmp_path: Path, sampler: str, **overrides) -> dict:
         "storage": f"sqlite:///{tmp_path / f'{sampler}.db'}",
         "evaluator": f"replay:{table}",
         "population_size": POPULATION,
+        "linas_batch": POPULATION,
     } | overrides
 
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from tnas.safety import UnsafeInput, redact_url, safe_name
 from tnas.search.driver import DRIVER_ATTR, RunError, SearchDriver
-from tnas.search.samplers import SAMPLERS, create_sampler
+from tnas.search.samplers import SAMPLERS, SamplerOptions, create_sampler
 from tnas.search.settings import ATTR, NOT_EVALUATED, RERUN, Objective, StudySettings
 from tnas.space import ArchConfig, DesignSpace, SpaceError
 from tnas.space.constraints import Constraint, ConstraintSyntaxError
@@ -61,7 +61,8 @@ class RunSpec(BaseModel):
     threads: int | None = None  # training threads in this process (workers=0); None: cores
     ref_point: list[float] | None = None  # hypervolume reference; None: frozen from 1st batch
     allow_mixed_devices: bool = False
-    population_size: int = 16
+    population_size: int = 16  # NSGA-II/III
+    linas_batch: int = 5  # configs per predictor round of `linas`
 
     @field_validator("sampler")
     @classmethod
@@ -104,6 +105,11 @@ class RunSpec(BaseModel):
     @classmethod
     def _workers(cls, value: int) -> int:
         return _in_range(value, 0, MAX_WORKERS)
+
+    @field_validator("linas_batch")
+    @classmethod
+    def _batch(cls, value: int) -> int:
+        return _in_range(value, 1, MAX_INT)
 
     @field_validator("population_size")
     @classmethod
@@ -415,7 +421,8 @@ def open_study(spec: RunSpec, db, space: DesignSpace):
     # A driver joining a study that already has trials (a resume, a second driver) seeds its
     # sampler past them, so that it does not propose what the first one proposes.
     existing = trials_in_study(storage, name)
-    sampler = create_sampler(spec.sampler, spec.seed + existing, spec.population_size, space)
+    options = SamplerOptions(population_size=spec.population_size, linas_batch=spec.linas_batch)
+    sampler = create_sampler(spec.sampler, spec.seed + existing, options, space)
     study = optuna.create_study(
         study_name=name,
         storage=storage,

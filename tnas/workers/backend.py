@@ -3,8 +3,10 @@
 What a trial reports is described in `tnas.workers.reports`, which builds every report. A job
 says what each trial of a run does: a `TrialJob` trains and profiles (`run_trial`), a
 Mix'n'Match `SupernetJob` (`tnas.workers.mixnmatch`) evaluates a submodel of a trained
-supernet. Each kind has its own `run(key, config, cache)` and `metric_names()`, so evaluators
-(`InlineEvaluator`, the Ray pool) run any job the same way, with one `WorkerCache` per process.
+supernet, a `FidelityJob` trains a trial to one rung of a multi-fidelity search, continuing from
+its previous rung's checkpoint. Each kind has its own `run(key, config, cache)` and
+`metric_names()`, so evaluators (`InlineEvaluator`, the Ray pool) run any job the same way, with
+one `WorkerCache` per process.
 
 >>> job = TrialJob(task="digits", budget=Budget(steps=2, batch_size=8), profile=None)
 >>> sorted(job.metric_names())
@@ -20,6 +22,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import torch
@@ -30,8 +33,11 @@ from tnas.workers.train import (
     FP32_SUFFIX,
     Budget,
     TrialFailed,
+    checkpoint_path,
     default_threads,
+    delete_checkpoint,
     evaluate_quantized,
+    save_checkpoint,
     train,
     training_threads,
 )
@@ -131,7 +137,156 @@ class TrialJob:
         return run_trial(key, config, self, cache.task(self.task), stop=cache.stop)
 
 
-def deployment_device(job: TrialJob) -> str:
+RUNG_SEPARATOR = "@"  # in an evaluator key: `<trial key>@<rung>`
+
+
+def rung_key(key: str, rung: int) -> str:
+    """The evaluator key that asks a `FidelityJob` to train trial `key` to rung `rung`.
+
+    >>> rung_key("12", 1), split_rung_key("12@1")
+    ('12@1', ('12', 1))
+    """
+    if RUNG_SEPARATOR in key:
+        raise ValueError(f"a trial key must not contain {RUNG_SEPARATOR!r}, got {key!r}")
+    return f"{key}{RUNG_SEPARATOR}{rung}"
+
+
+def split_rung_key(key: str) -> tuple[str, int]:
+    """`(trial key, rung)` of a `rung_key`; a one-line ValueError for any other key."""
+    trial, separator, rung = key.rpartition(RUNG_SEPARATOR)
+    if not separator or not trial or not rung.isdigit():
+        raise ValueError(f"{key!r} is not a rung key (<trial key>{RUNG_SEPARATOR}<rung>)")
+    return trial, int(rung)
+
+
+@dataclass(frozen=True, kw_only=True)
+class FidelityJob:
+    """One rung of a multi-fidelity trial: train to `rungs[r]` steps, continuing from the
+    trial's checkpoint, evaluate, report; the evaluator key names the trial and the rung
+    (`rung_key`: `"12@1"`), so the Ray pool and `InlineEvaluator` run it as any job.
+
+    Every rung trains within `budget`, whose `steps` must be the last rung: the learning rate
+    follows the schedule of the full training, and a trial that reaches the last rung equals
+    a `TrialJob` trained for `budget.steps`. The checkpoint (`checkpoint(trial, config_hash)`
+    in `checkpoint_dir`, named by `study`, the trial key and the config hash) is written at
+    every rung but the last, where it is deleted unless `keep_checkpoints`; `discard` deletes
+    a stopped trial's. A missing checkpoint means training from step 0 (the same result,
+    slower; the report's `resumed_from` says 0).
+
+    Profiling does not depend on training, so it runs once, on the trial's first rung, and its
+    metrics and device fingerprint are stored in the checkpoint: later rungs report them again
+    without measuring (no `profile_s` in their timings). Each report carries `rung`, `steps`
+    (that rung's steps; `metrics["steps"]` is the step reached, lower only under
+    `budget.max_seconds`) and `resumed_from`; a failed report carries `rung` and `steps` too.
+
+    >>> import tempfile
+    >>> job = FidelityJob(budget=Budget(steps=4, batch_size=8), rungs=(2, 4),
+    ...                   checkpoint_dir=tempfile.mkdtemp(), profile=None)
+    >>> cache, config = WorkerCache(), ArchConfig(d_model=16, n_layers=1)
+    >>> [job.run(rung_key("7", r), config, cache)["steps"] for r in (0, 1)]
+    [2, 4]
+    """
+
+    task: str = "digits"
+    budget: Budget = field(default_factory=Budget)
+    rungs: tuple[int, ...]
+    checkpoint_dir: str
+    profile: ProfileSettings | None = field(default_factory=ProfileSettings)
+    study: str = ""  # names its checkpoints, so two studies may share a directory
+    keep_checkpoints: bool = False
+
+    def __post_init__(self):
+        rungs = tuple(self.rungs)
+        if not rungs or any(isinstance(s, bool) or not isinstance(s, int) for s in rungs):
+            raise ValueError(f"rungs must be a non-empty sequence of step counts, got {rungs}")
+        if rungs[0] < 1 or any(b <= a for a, b in zip(rungs, rungs[1:], strict=False)):
+            raise ValueError(f"rungs must be positive and rising, got {list(rungs)}")
+        if rungs[-1] != self.budget.steps:
+            raise ValueError(
+                f"the last rung ({rungs[-1]}) must equal budget.steps ({self.budget.steps})"
+            )
+        if not str(self.checkpoint_dir):
+            raise ValueError("a fidelity job needs a checkpoint_dir")
+        object.__setattr__(self, "rungs", rungs)
+
+    def metric_names(self) -> set[str]:
+        """The metric names a successful rung reports, whatever the config's bits: those of
+        the equivalent `TrialJob`."""
+        return TrialJob(task=self.task, budget=self.budget, profile=self.profile).metric_names()
+
+    def checkpoint(self, trial: str, config_hash: str) -> Path:
+        """The checkpoint file of trial `trial` (the key without its rung) of `config_hash`."""
+        key = f"{self.study}-{trial}" if self.study else trial
+        return checkpoint_path(self.checkpoint_dir, config_hash, key)
+
+    def discard(self, trial: str, config_hash: str) -> bool:
+        """Delete a stopped trial's checkpoint (unless `keep_checkpoints`); True if deleted."""
+        if self.keep_checkpoints:
+            return False
+        key = f"{self.study}-{trial}" if self.study else trial
+        return delete_checkpoint(self.checkpoint_dir, config_hash, key)
+
+    def run(self, key: str, config: ArchConfig, cache: WorkerCache) -> dict:
+        """`run_rung` with the cache's task and stop event."""
+        return run_rung(key, config, self, cache.task(self.task), stop=cache.stop)
+
+
+def run_rung(
+    key: str,
+    config: ArchConfig,
+    job: FidelityJob,
+    task: Task | None = None,
+    stop: threading.Event | None = None,
+) -> dict:
+    """Train trial `key` (a `rung_key`) to its rung, continuing from its checkpoint; evaluate,
+    profile on the first rung only, write the checkpoint; a report, never an exception."""
+    from tnas.nn.quant import check_supported
+    from tnas.workers.profile import device_fingerprint
+    from tnas.workers.tasks import parse_task
+
+    timings: dict = {}
+    try:
+        trial, rung = split_rung_key(key)
+        if rung >= len(job.rungs):
+            raise ValueError(f"rung {rung} does not exist; the job has {len(job.rungs)} rungs")
+    except ValueError as err:
+        return failure_report(err, key, config, timings)
+    where = {"rung": rung, "steps": job.rungs[rung]}
+    last = rung == len(job.rungs) - 1
+    path = job.checkpoint(trial, config.hash)
+    try:
+        task = task or parse_task(job.task)
+        device = deployment_device(job)
+        check_supported(config, device)  # before training: no time spent on a trial that fails
+        start = time.perf_counter()
+        resume = path if path.is_file() else None
+        until = job.rungs[rung]
+        result = train(config, task, job.budget, stop, until=until, resume=resume, keep_state=True)
+        timings["train_s"] = time.perf_counter() - start
+        start = time.perf_counter()
+        metrics = evaluate_quantized(result, task, device)
+        timings["quantized_eval_s"] = time.perf_counter() - start
+        measured = result.measured
+        if job.profile is not None and not measured:
+            profiled: dict = {}
+            fingerprint = profile_into(profiled, timings, result.config, result.model, job.profile)
+            measured = {"metrics": profiled, "fingerprint": fingerprint}
+        if measured:
+            metrics |= measured["metrics"]
+            fingerprint = measured["fingerprint"]
+        else:
+            fingerprint = device_fingerprint(job.budget.device)
+        if not last or job.keep_checkpoints:
+            save_checkpoint(result, path, measured)
+        else:
+            path.unlink(missing_ok=True)
+    except Exception as err:
+        return failure_report(err, key, config, timings) | where
+    report = ok_report(key, config, metrics, result.curve, fingerprint, timings)
+    return report | where | {"resumed_from": result.resumed_from}
+
+
+def deployment_device(job: TrialJob | FidelityJob) -> str:
     """Where a trained model runs with its bits: the profiling device, else the training one."""
     return job.profile.device if job.profile is not None else job.budget.device
 
@@ -248,6 +403,7 @@ class InlineEvaluator:
 
 
 __all__ = [
+    "FidelityJob",
     "InlineEvaluator",
     "Job",
     "ProfileSettings",
@@ -256,5 +412,8 @@ __all__ = [
     "evaluation_metric_names",
     "failure_report",
     "profile_into",
+    "rung_key",
+    "run_rung",
     "run_trial",
+    "split_rung_key",
 ]
