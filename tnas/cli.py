@@ -555,6 +555,18 @@ def search_launch(
     ),
     batch_size: int = typer.Option(None, help="training sequences per step [32]"),
     lr: float = typer.Option(None, help="peak learning rate, warmup then cosine [1e-3]"),
+    fidelity: str = typer.Option(
+        None, help="steps: train in rungs, stop hopeless trials early (ASHA) [none]"
+    ),
+    min_steps: int = typer.Option(None, help="the first rung's training steps (--fidelity)"),
+    max_steps: int = typer.Option(None, help="the last rung's steps (--fidelity) [--steps]"),
+    eta: int = typer.Option(None, help="rungs grow by eta; its top 1/eta goes on [3]"),
+    checkpoint_dir: str = typer.Option(
+        None, help="rung checkpoints, shared by every worker [./tnas-checkpoints]"
+    ),
+    keep_checkpoints: bool = typer.Option(
+        None, "--keep-checkpoints", help="keep rung checkpoints after a trial ends [no]"
+    ),
     population_size: int = typer.Option(None, help="NSGA-II/III's population [16]"),
     linas_batch: int = typer.Option(None, help="configs per predictor round of linas [5]"),
     threads: int = typer.Option(
@@ -598,6 +610,12 @@ def search_launch(
         "lr": lr,
         "population_size": population_size,
         "linas_batch": linas_batch,
+        "fidelity": fidelity,
+        "min_steps": min_steps,
+        "max_steps": max_steps,
+        "eta": eta,
+        "checkpoint_dir": checkpoint_dir,
+        "keep_checkpoints": keep_checkpoints,
         "threads": threads,
         "profile_threads": profile_threads,
         "ref_point": reference_arg(ref_point),

@@ -166,11 +166,22 @@ def search(
         live = check_live(db, spec.study_name, join)
         study = runs.open_study(spec, db, plan.space)
         with Heartbeat(db, spec.study_name) as heartbeat:
-            requeued = runs.requeue_orphans(study, plan.space, live) if resume else None
+            adopt = bool(spec.fidelity)
+            requeued = runs.requeue_orphans(study, plan.space, live, adopt) if resume else None
             evaluator = plan.start_evaluator()
             try:
+                job = getattr(evaluator, "job", None)
                 driver = runs.make_driver(
-                    spec, study, plan.space, evaluator, db, plan.constraints, plan.pool, progress
+                    spec,
+                    study,
+                    plan.space,
+                    evaluator,
+                    db,
+                    plan.constraints,
+                    plan.pool,
+                    progress,
+                    live,
+                    getattr(job, "discard", None),
                 )
                 driver.driver_id = heartbeat.id
                 driver.progress.requeued = requeued
@@ -203,11 +214,18 @@ def prepare(spec: RunSpec) -> Plan:
         if spec.supernet:
             spec = supernet_settings(spec)
         space = load_space(spec.space)
-        pool = runs.read_pool(spec.pool, space) if spec.pool else None
-        if not spec.evaluator and spec.pool and is_replay_table(spec.pool):
+        found = bool(spec.pool) and Path(spec.pool).is_file()
+        if not spec.evaluator and found and is_replay_table(spec.pool):
             # A pool in the replay format is its own evaluator.
             spec = spec.model_copy(update={"evaluator": f"replay:{spec.pool}"})
+        # a pool that is the replay table is read once, as the table
+        table_pool = found and (spec.evaluator or "").split(",")[0] == f"replay:{spec.pool}"
+        pool = runs.read_pool(spec.pool, space) if spec.pool and not table_pool else None
+        if spec.fidelity:
+            runs.check_fidelity(spec)
         start_evaluator, metric_names = build_evaluator(spec, space)
+        if table_pool:
+            pool = start_evaluator().configs()
         if spec.evaluator:  # a replay table: only configs it records, unless it has them all
             pool = start_evaluator().search_pool(space, pool)
         constraints = runs.check_run(spec, space, metric_names)
@@ -243,6 +261,8 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
     cache = WorkerCache()
     if spec.supernet:
         job = supernet_job(spec, space, profile, cache)
+    elif spec.fidelity:
+        job = fidelity_job(spec, profile)
     else:
         budget = Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
         job = TrialJob(task=spec.task, budget=budget, profile=profile)
@@ -259,6 +279,27 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
         )
 
     return start, job.metric_names()
+
+
+def fidelity_job(spec: RunSpec, profile):
+    """The job of a multi-fidelity run: each submission trains one rung of a trial, from its
+    checkpoint in `checkpoint_dir` (default `./tnas-checkpoints`, made here)."""
+    from tnas.workers.backend import FidelityJob
+    from tnas.workers.train import Budget
+
+    rungs = spec.rungs.steps
+    folder = Path(spec.checkpoint_dir or "tnas-checkpoints").expanduser().absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    budget = Budget(steps=rungs[-1], batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
+    return FidelityJob(
+        task=spec.task,
+        budget=budget,
+        rungs=rungs,
+        checkpoint_dir=str(folder),
+        profile=profile,
+        study=spec.study_name,
+        keep_checkpoints=spec.keep_checkpoints,
+    )
 
 
 def is_replay_table(path: str) -> bool:

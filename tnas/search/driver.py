@@ -27,8 +27,10 @@ import numpy as np
 from tnas.predictors import encode
 from tnas.search.db import StorageError
 from tnas.search.evaluator import Evaluator
+from tnas.search.nearest import PoolIndex
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
-from tnas.search.settings import NOT_EVALUATED, Objective
+from tnas.search.settings import Objective
+from tnas.search.view import Member, StudyView
 from tnas.space import ArchConfig, DesignSpace
 from tnas.space.constraints import Constraint
 from tnas.space.errors import OneLineError
@@ -67,14 +69,6 @@ class Progress:
 
 
 @dataclass
-class Member:
-    number: int
-    config_hash: str
-    config: dict
-    values: list[float]
-
-
-@dataclass
 class SearchDriver:
     """Runs one study to `n_trials` evaluated trials (counting earlier runs of the study)."""
 
@@ -94,7 +88,9 @@ class SearchDriver:
 
     def __post_init__(self):
         self.in_flight: dict[str, tuple[object, ArchConfig]] = {}
-        self.failed_configs: set[str] = set()
+        self.view = StudyView(self.study)  # the study's trials, read incrementally
+        self.failed_configs: set[str] = self.view.failed_configs
+        self.pool_index: PoolIndex | None = None  # the pool encoded, made at its first use
         self.interrupted = threading.Event()
         self.refusal = ""  # why the study refuses to go on (a trial measured elsewhere)
         self.device: dict | None = self.study.user_attrs.get(DEVICE_ATTR)
@@ -117,105 +113,97 @@ class SearchDriver:
         """From storage: values by config hash, hashes in flight anywhere, the completed
         evaluated trials, and the counts of evaluated and failed trials. The hashes of configs
         whose evaluation failed are kept in `failed_configs`: a pool search does not pick them
-        again."""
-        from optuna.trial import TrialState
-
-        values: dict[str, list[float]] = {}
-        running: set[str] = set()
-        members: list[Member] = []
-        evaluated = failed = 0
-        for trial in self.study.get_trials(deepcopy=False):
-            attrs = trial.user_attrs
-            digest = attrs.get("config_hash")
-            if trial.state == TrialState.RUNNING and digest:
-                running.add(digest)
-            elif trial.state == TrialState.COMPLETE and "duplicate_of" not in attrs:
-                evaluated += 1
-                values[digest] = list(trial.values)
-                members.append(
-                    Member(trial.number, digest, attrs.get("config", {}), list(trial.values))
-                )
-            elif trial.state == TrialState.FAIL and attrs.get("reason") not in NOT_EVALUATED:
-                evaluated += 1
-                failed += 1
-                self.failed_configs.add(digest)
-        return values, running, members, evaluated, failed
+        again. Only the trials new or unfinished since the last call are read (`StudyView`);
+        the values and members are the view's own: not to be changed."""
+        view = self.view
+        view.refresh()
+        return view.values, view.running_hashes(), view.members, view.evaluated, view.failed
 
     def claimed_elsewhere(self, config_hash: str, number: int) -> bool:
         """Whether another trial holds the same config, running or done. Each driver writes its
         claim before it reads the others', so of two drivers that pick one config at once at
-        least one sees the other and yields; never both go on."""
-        from optuna.trial import TrialState
-
-        return any(
-            trial.number != number
-            and trial.user_attrs.get("config_hash") == config_hash
-            and "duplicate_of" not in trial.user_attrs
-            and trial.state in (TrialState.RUNNING, TrialState.COMPLETE)
-            for trial in self.study.get_trials(deepcopy=False)
-        )
+        least one sees the other and yields; never both go on. The read is a `refresh` of the
+        view, which reads every trial unfinished or new since the last one: a claim written
+        before it is seen."""
+        self.view.refresh()
+        return bool(self.view.claimed_by(config_hash) - {number})
 
     def nearest_unevaluated(self, config: ArchConfig, taken: set[str]) -> ArchConfig | None:
-        """The pool member closest to `config` in the space's encoding, not yet evaluated."""
-        candidates = [c for c in self.pool if c.hash not in taken]
-        if not candidates:
-            return None
-        target = encode(self.space, config)
-        distances = [float(np.sum((encode(self.space, c) - target) ** 2)) for c in candidates]
-        return candidates[int(np.argmin(distances))]
+        """The pool member closest to `config` in the space's encoding, not yet evaluated:
+        the first in pool order of those at the least distance. The pool is encoded once, at
+        the first call (`PoolIndex`)."""
+        if self.pool_index is None:
+            self.pool_index = PoolIndex(self.space, self.pool)
+        return self.pool_index.nearest(encode(self.space, config), taken)
 
     def fill(self, deadline: float | None) -> None:
         """Ask for trials until every slot is busy, the budget is met, or time is up."""
-        from optuna.trial import TrialState
-
         wasted = 0
         while len(self.in_flight) < self.evaluator.slots and not self.interrupted.is_set():
             values, running, _, evaluated, _ = self.recorded()
             if evaluated + len(self.in_flight) >= self.n_trials:
                 return
-            if deadline is not None and time.monotonic() >= deadline:
+            if not self.may_ask(deadline, wasted):
                 return
-            if wasted >= MAX_WASTED_ASKS:
-                self.progress.stopped = (
-                    f"{MAX_WASTED_ASKS} suggestions in a row were infeasible or already evaluated"
-                )
+            started = self.start_new(values, running)
+            if started is None:
                 return
-            trial = self.study.ask()
-            config = self.space.suggest(trial)
-            if self.pool is not None:
-                taken = set(values) | running | self.failed_configs
-                mapped = self.nearest_unevaluated(config, taken)
-                if mapped is None:
-                    self.study.tell(trial, state=TrialState.FAIL)
-                    self.progress.stopped = "every config of the pool has been evaluated"
-                    return
-                config = mapped
-            trial.set_user_attr("config", config.to_dict())
-            if self.driver_id:
-                trial.set_user_attr(DRIVER_ATTR, self.driver_id)
-            trial.set_user_attr("config_hash", config.hash)
-            for name, value in self.constraint_values(config).items():
-                trial.set_constraint(name, value)
-            if not self.feasible(config):
-                trial.set_user_attr("reason", "infeasible")
+            wasted = 0 if started else wasted + 1
+
+    def may_ask(self, deadline: float | None, wasted: int) -> bool:
+        """Whether time is left and the sampler has not wasted too many asks in a row (if it
+        has, `progress.stopped` says so)."""
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        if wasted >= MAX_WASTED_ASKS:
+            self.progress.stopped = (
+                f"{MAX_WASTED_ASKS} suggestions in a row were infeasible or already evaluated"
+            )
+            return False
+        return True
+
+    def start_new(self, values: dict, running: set[str], key: str = "{number}") -> bool | None:
+        """Ask the sampler for one config and submit it under `key` (formatted with the trial's
+        number), unless it is infeasible, evaluated or in flight already (then the trial is
+        told so at once): True if submitted, False if wasted, None if the pool is used up."""
+        from optuna.trial import TrialState
+
+        trial = self.study.ask()
+        config = self.space.suggest(trial)
+        if self.pool is not None:
+            taken = set(values) | running | self.failed_configs
+            mapped = self.nearest_unevaluated(config, taken)
+            if mapped is None:
                 self.study.tell(trial, state=TrialState.FAIL)
-                self.progress.infeasible += 1
-                wasted += 1
-            elif config.hash in values:
-                trial.set_user_attr("duplicate_of", config.hash)
-                self.study.tell(trial, values[config.hash])
-                self.progress.duplicates += 1
-                wasted += 1
-            elif config.hash in running or self.claimed_elsewhere(config.hash, trial.number):
-                trial.set_user_attr("reason", "duplicate_in_flight")
-                trial.set_user_attr("duplicate_of", config.hash)
-                self.study.tell(trial, state=TrialState.FAIL)
-                self.progress.duplicates += 1
-                wasted += 1
-            else:
-                self.evaluator.submit(str(trial.number), config)
-                self.in_flight[str(trial.number)] = (trial, config)
-                wasted = 0
+                self.progress.stopped = "every config of the pool has been evaluated"
+                return None
+            config = mapped
+        trial.set_user_attr("config", config.to_dict())
+        if self.driver_id:
+            trial.set_user_attr(DRIVER_ATTR, self.driver_id)
+        trial.set_user_attr("config_hash", config.hash)
+        for name, value in self.constraint_values(config).items():
+            trial.set_constraint(name, value)
+        if not self.feasible(config):
+            trial.set_user_attr("reason", "infeasible")
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.progress.infeasible += 1
+            return False
+        if config.hash in values:
+            trial.set_user_attr("duplicate_of", config.hash)
+            self.study.tell(trial, values[config.hash])
+            self.progress.duplicates += 1
+            return False
+        if config.hash in running or self.claimed_elsewhere(config.hash, trial.number):
+            trial.set_user_attr("reason", "duplicate_in_flight")
+            trial.set_user_attr("duplicate_of", config.hash)
+            self.study.tell(trial, state=TrialState.FAIL)
+            self.progress.duplicates += 1
+            return False
+        key = key.format(number=trial.number)
+        self.evaluator.submit(key, config)
+        self.in_flight[key] = (trial, config)
+        return True
 
     def record(self, report: dict) -> None:
         """Store a report with its trial and tell Optuna the outcome. An objective the report
@@ -269,16 +257,17 @@ class SearchDriver:
         stored whenever it moves, so the progress bar and the latest snapshot always agree. A
         study made before reference points were stored gets one frozen here the same way.
         Completed trials with values that are not usable (NaN, infinite, beyond 1e30: recorded
-        before `record` refused them) stay off the front.
+        before `record` refused them) stay off the front. Once the point is frozen, the front
+        is the view's (`StudyView.front`): the last front weighed with the trials since.
         """
-        from tnas.search.reference import settle_reference, usable_metric
+        from tnas.search.reference import settle_reference
 
-        _, _, members, evaluated, failed = self.recorded()
+        _, _, _, evaluated, failed = self.recorded()
         self.progress.finished, self.progress.failed = evaluated, failed
         self.progress.in_flight = len(self.in_flight)
-        members = [m for m in members if all(map(usable_metric, m.values))]
+        members = self.view.usable  # the completed trials with usable values
         directions = [o.direction for o in self.objectives]
-        values = np.array([m.values for m in members], dtype=float)
+        values = self.view.usable_values()
         first_batch_in = len(members) >= max(2, self.evaluator.slots) or bool(
             members and evaluated >= self.n_trials and not self.in_flight
         )
@@ -290,15 +279,16 @@ class SearchDriver:
             raise RunError(str(err)) from None
         if not members:
             return
-        points = to_minimization(values, directions)
-        if frozen is None:
-            reference = reference_point(points)  # provisional: the first batch is not in yet
+        if frozen is None:  # provisional: the first batch is not in yet
+            points = to_minimization(values, directions)
+            reference = reference_point(points)
+            front = [members[i] for i in pareto_front(points)]
         else:
             reference = to_minimization(np.asarray(frozen, dtype=float), directions)
-        on_front = pareto_front(points)
-        front = [members[i] for i in on_front]
+            front = self.view.front(directions)  # the last front and the trials since
         numbers = frozenset(m.number for m in front)
-        volume = hypervolume(points[on_front], reference)
+        on_front = np.array([m.values for m in front], dtype=float)
+        volume = hypervolume(to_minimization(on_front, directions), reference)
         self.progress.front_size, self.progress.hypervolume = len(front), volume
         reference = [float(x) for x in reference]
         if numbers == self.front_numbers:

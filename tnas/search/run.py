@@ -61,6 +61,12 @@ class RunSpec(BaseModel):
     threads: int | None = None  # training threads in this process (workers=0); None: cores
     ref_point: list[float] | None = None  # hypervolume reference; None: frozen from 1st batch
     allow_mixed_devices: bool = False
+    fidelity: str | None = None  # "steps": multi-fidelity (ASHA) over training steps
+    min_steps: int | None = None  # the first rung's steps (fidelity)
+    max_steps: int | None = None  # the last rung's steps (fidelity); default: `steps`
+    eta: int = 3  # rungs grow by eta; the top 1/eta of a rung goes on (fidelity)
+    checkpoint_dir: str | None = None  # rung checkpoints; default: tnas-checkpoints here
+    keep_checkpoints: bool = False
     population_size: int = 16  # NSGA-II/III
     linas_batch: int = 5  # configs per predictor round of `linas`
 
@@ -105,6 +111,27 @@ class RunSpec(BaseModel):
     @classmethod
     def _workers(cls, value: int) -> int:
         return _in_range(value, 0, MAX_WORKERS)
+
+    @field_validator("min_steps", "max_steps")
+    @classmethod
+    def _steps(cls, value: int | None) -> int | None:
+        return None if value is None else _in_range(value, 1, MAX_INT)
+
+    @field_validator("fidelity")
+    @classmethod
+    def _fidelity(cls, value: str | None) -> str | None:
+        if value is not None and value not in FIDELITIES:
+            raise ValueError(unknown_name("fidelity", value, FIDELITIES))
+        return value
+
+    @property
+    def rungs(self):
+        """The `Rungs` of a multi-fidelity run (`tnas.search.fidelity`), None without one."""
+        from tnas.search.fidelity import Rungs
+
+        if self.fidelity is None:
+            return None
+        return Rungs(self.min_steps or self.steps, self.max_steps or self.steps, self.eta)
 
     @field_validator("linas_batch")
     @classmethod
@@ -202,7 +229,9 @@ class RunSpec(BaseModel):
         return data
 
 
-PATH_SETTINGS = ("space", "pool", "supernet", "evaluator")
+PATH_SETTINGS = ("space", "pool", "supernet", "evaluator", "checkpoint_dir")
+FIDELITIES = ("steps",)  # what a multi-fidelity run spends in rungs
+FIDELITY_SETTINGS = ("fidelity", "min_steps", "max_steps", "eta")
 # What a study is, fixed when it is created: the settings that change what its trials measure.
 # The training budget counts only when trials are trained, the measuring protocol only when
 # they are measured (not replayed).
@@ -278,6 +307,9 @@ def identity(spec: RunSpec, space: DesignSpace) -> dict:
     }
     if evaluator == "train":
         fixed |= {key: getattr(spec, key) for key in TRAINING_SETTINGS}
+        if spec.fidelity:  # the rungs are the budget; `steps` is the top rung's
+            fixed |= {key: getattr(spec, key) for key in FIDELITY_SETTINGS}
+            fixed["steps"] = spec.rungs.steps[-1]
     if not evaluator.startswith("replay:"):
         fixed |= {key: getattr(spec, key) for key in PROTOCOL_SETTINGS}
     return fixed
@@ -357,6 +389,25 @@ def check_run(spec: RunSpec, space: DesignSpace, metric_names: set[str]) -> list
     return constraints
 
 
+def check_fidelity(spec: RunSpec) -> None:
+    """A multi-fidelity run trains: not with a replay table or a supernet; its rungs must be
+    valid. One `RunError` line otherwise."""
+    if spec.evaluator or spec.supernet:
+        what = "--evaluator" if spec.evaluator else "--supernet"
+        raise RunError(f"--fidelity steps trains each trial in rungs; it cannot go with {what}")
+    if spec.min_steps is None:
+        raise RunError("--fidelity steps needs --min-steps (the first rung's training steps)")
+    try:
+        rungs = spec.rungs
+    except ValueError as err:
+        raise RunError(f"--fidelity steps: {err}") from None
+    if len(rungs.steps) < 2:
+        raise RunError(
+            f"--fidelity steps: --min-steps {rungs.min_steps} and --max-steps "
+            f"{rungs.max_steps} make one rung; give --max-steps above --min-steps"
+        )
+
+
 def check_feasible(space: DesignSpace, constraints: list[Constraint]) -> None:
     import numpy as np
 
@@ -374,9 +425,13 @@ def check_feasible(space: DesignSpace, constraints: list[Constraint]) -> None:
 
 
 def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
-    """Configs from a JSONL file (`{"config": ...}` per line, or a bare config per line)."""
+    """Configs from a JSONL file (`{"config": ...}` per line, or a bare config per line),
+    read by a `ConfigReader` (equal layers built once)."""
     import json
 
+    from tnas.space.reader import ConfigReader
+
+    reader = ConfigReader(space)
     configs = []
     try:
         lines = Path(path).read_text().splitlines()
@@ -391,7 +446,7 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
         try:
             record = json.loads(line)
             data = record.get("config", record) if isinstance(record, dict) else record
-            config = ArchConfig.from_dict(data) if "layers" in data else space.from_flat(data)
+            config = reader.read_full(data) if "layers" in data else reader.read_flat(data)
         except (ValueError, TypeError, AttributeError) as err:
             raise RunError(f"{path}:{number}: not a config: {err}") from None
         configs.append(config)
@@ -470,15 +525,21 @@ def trials_in_study(storage, name: str) -> int:
         return 0
 
 
-def requeue_orphans(study, space: DesignSpace, live: set[str] = frozenset()) -> int:
+def requeue_orphans(
+    study, space: DesignSpace, live: set[str] = frozenset(), adopt_rungs: bool = False
+) -> int:
     """Make a study whole after its driver died or was stopped: RUNNING trials of drivers not
     in `live` (ids of live drivers) are failed, `orphaned`; then the config of every trial cut
     short (`orphaned` or `interrupted`, `RERUN`) is queued again, unless it was evaluated
-    since, is running, or is queued already. Returns how many configs were queued."""
+    since, is running, or is queued already. Returns how many configs were queued. With
+    `adopt_rungs` (a multi-fidelity run) the RUNNING trials that train in rungs are left
+    running: the driver adopts them (`tnas.search.multifidelity`)."""
     from optuna.trial import Trial, TrialState
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if frozen.user_attrs.get(DRIVER_ATTR) in live:
+            continue
+        if adopt_rungs and "rung_target" in frozen.user_attrs:
             continue
         Trial(study, frozen._trial_id).set_user_attr("reason", "orphaned")
         study.tell(frozen.number, state=TrialState.FAIL)
@@ -509,12 +570,23 @@ def queued_hash(space: DesignSpace, frozen) -> str | None:
         return None
 
 
-def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update) -> SearchDriver:
-    """The driver for a run. A predictor-guided sampler gets the run's constraints, the pool,
-    and a hook storing each round's predictor quality in the database."""
+def make_driver(
+    spec, study, space, evaluator, db, constraints, pool, on_update, live=frozenset(), discard=None
+) -> SearchDriver:
+    """The driver for a run: a `FidelityDriver` for `--fidelity` (`live`: the heartbeat ids of
+    other live drivers; `discard`: deletes a stopped trial's checkpoint). A predictor-guided
+    sampler gets the run's constraints, the pool, and a hook storing each round's predictor
+    quality in the database."""
     from tnas.search.linas import LinasSampler
 
-    driver = SearchDriver(
+    extra = {}
+    driver_class = SearchDriver
+    if spec.fidelity:
+        from tnas.search.multifidelity import FidelityDriver
+
+        driver_class = FidelityDriver
+        extra = {"rungs": spec.rungs, "discard": discard, "live": set(live)}
+    driver = driver_class(
         study=study,
         space=space,
         evaluator=evaluator,
@@ -526,6 +598,7 @@ def make_driver(spec, study, space, evaluator, db, constraints, pool, on_update)
         pool=pool,
         on_update=on_update,
         allow_mixed_devices=spec.allow_mixed_devices,
+        **extra,
     )
     sampler = study.sampler
     if isinstance(sampler, LinasSampler):

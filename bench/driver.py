@@ -1,0 +1,455 @@
+"""The search driver's own cost, each figure beside the code path it replaced, in the same run.
+
+    python bench/driver.py [--quick] [--only lookup,table,study] [--synchronous normal]
+
+1. lookup: ms per proposal of a pool search's lookup with pools of 10,000 and 100,000 configs
+   (space primer): `PoolIndex` (the pool encoded once, then array operations) against the
+   per-member loop the driver ran before (every member encoded at every proposal). Goal:
+   < 10 ms at 100,000. The two must return the same members, else nothing is reported.
+2. table: seconds to read a replay table of 100,000 rows of flat configs that is also the
+   pool: `launch.prepare` (the table read once, by `ConfigReader`) against the reader before
+   (`space.from_flat` and the hash per row, once for the pool and once for the evaluator).
+   Goal: < 5 s.
+3. study: ms per trial of a replay study (random sampler, SQLite, one slot, the table as the
+   pool) over trials 100-200 and 9,000-10,000 (goal: within 1.5x), split into the sampler's
+   own time (`study.ask` and `space.suggest`: Optuna writes each parameter), the evaluator's,
+   and what the driver adds (goal: < 20 ms per trial), against the driver's bookkeeping
+   before (every trial read at every ask and snapshot, the front recomputed from all of them;
+   with the new pool lookup, which would otherwise dominate). The study grows from 200 to
+   9,000 trials by recorded trials inserted through a second connection while the driver
+   runs (as a second driver's trials would arrive), so as not to drive 9,000 trials; the
+   window 9,000-10,000 starts at the first trial after the insertion.
+
+`--quick`: pools of 2,000 and 10,000, a 10,000-row table, a 2,000-trial study (windows 100-200
+and 1,900-2,000). `--synchronous normal` opens every SQLite connection with
+`PRAGMA synchronous=NORMAL` (tnas leaves SQLite's default, FULL: an fsync per commit), to
+show what the commits cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import optuna
+
+from tnas import launch
+from tnas.predictors import encode
+from tnas.search import run as runs
+from tnas.search.driver import SearchDriver
+from tnas.search.nearest import PoolIndex
+from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
+from tnas.search.settings import NOT_EVALUATED
+from tnas.search.view import Member
+from tnas.space import ArchConfig, load_space
+from tnas.workers.replay import ReplayEvaluator, load_table
+
+SPACE = "primer"
+OBJECTIVES = ["accuracy:max", "latency_ms:min"]
+
+
+def loop_nearest(space, pool, config, taken):
+    """The lookup before: every candidate encoded at every proposal."""
+    candidates = [c for c in pool if c.hash not in taken]
+    if not candidates:
+        return None
+    target = encode(space, config)
+    distances = [float(np.sum((encode(space, c) - target) ** 2)) for c in candidates]
+    return candidates[int(np.argmin(distances))]
+
+
+def unique_configs(space, n: int, seed: int = 0) -> list[ArchConfig]:
+    rng = np.random.default_rng(seed)
+    configs, seen = [], set()
+    while len(configs) < n:
+        config = space.sample(rng)
+        if config.hash not in seen:
+            seen.add(config.hash)
+            configs.append(config)
+    return configs
+
+
+def bench_lookup(space, sizes: list[int], configs: list[ArchConfig]) -> None:
+    rng = np.random.default_rng(1)
+    for size in sizes:
+        pool = configs[:size]
+        start = time.perf_counter()
+        index = PoolIndex(space, pool)
+        encoded_s = time.perf_counter() - start
+        taken: set[str] = set()
+        new_ms, proposals = [], []
+        for _ in range(200):
+            proposal = space.sample(rng)
+            start = time.perf_counter()
+            found = index.nearest(encode(space, proposal), taken)
+            new_ms.append((time.perf_counter() - start) * 1e3)
+            proposals.append((proposal, set(taken), found))
+            taken.add(found.hash)
+        checked = proposals[:: max(1, len(proposals) // (2 if size > 20_000 else 8))]
+        old_ms = []
+        for proposal, before, found in checked:
+            start = time.perf_counter()
+            expected = loop_nearest(space, pool, proposal, before)
+            old_ms.append((time.perf_counter() - start) * 1e3)
+            if expected is not found:
+                raise SystemExit("refusing to report: PoolIndex and the loop disagree")
+        print(
+            f"lookup, pool {size:>7,}: {statistics.median(new_ms):7.2f} ms/proposal "
+            f"(encoded once in {encoded_s:.1f} s)   loop before: "
+            f"{statistics.median(old_ms):9.1f} ms/proposal ({len(checked)} proposals, same "
+            f"members)   {statistics.median(old_ms) / statistics.median(new_ms):,.0f}x"
+            + ("   goal < 10 ms" if size >= 100_000 else "")
+        )
+
+
+def write_table(path: Path, space, configs: list[ArchConfig], flat: bool = True) -> None:
+    rng = np.random.default_rng(2)
+    with path.open("w") as handle:
+        for config in configs:
+            metrics = {
+                "accuracy": float(rng.uniform(0.5, 1.0)),
+                "latency_ms": float(rng.uniform(1, 50)),
+            }
+            record = {
+                "config": space.to_flat(config) if flat else config.to_dict(),
+                "metrics": metrics,
+            }
+            handle.write(json.dumps(record) + "\n")
+
+
+def old_read(path: Path, space) -> dict[str, dict]:
+    """The table reader before: `from_flat` (or `from_dict`) and the hash per row."""
+    rows = {}
+    for text in path.read_text().splitlines():
+        if not text.strip():
+            continue
+        record = json.loads(text)
+        value = record["config"]
+        config = ArchConfig.from_dict(value) if "layers" in value else space.from_flat(value)
+        metrics = {name: float(number) for name, number in record.get("metrics", {}).items()}
+        rows[config.hash] = {"config": config, "metrics": metrics, "status": "ok", "reason": None}
+    return rows
+
+
+def bench_table(space, rows: int, configs: list[ArchConfig], folder: Path) -> None:
+    table = folder / f"flat{rows}.jsonl"
+    write_table(table, space, configs[:rows])
+    spec = launch.run_spec(space=SPACE, pool=str(table), objectives=OBJECTIVES)
+    start = time.perf_counter()
+    plan = launch.prepare(spec)
+    new_s = time.perf_counter() - start
+    start = time.perf_counter()
+    read = load_table(table, space)
+    once_s = time.perf_counter() - start
+    start = time.perf_counter()
+    pool = [row["config"] for row in old_read(table, space).values()]  # as the pool
+    old = old_read(table, space)  # and again as the evaluator
+    old_s = time.perf_counter() - start
+    if [c.hash for c in plan.pool] != list(old) or [c.hash for c in pool] != list(read):
+        raise SystemExit("refusing to report: the readers disagree")
+    if any(read[h]["config"] != old[h]["config"] for h in old):
+        raise SystemExit("refusing to report: the readers disagree")
+    print(
+        f"table, {rows:,} flat rows: prepare (read once) {new_s:5.2f} s (load_table alone "
+        f"{once_s:.2f} s)   before: {old_s:5.2f} s (read twice, {old_s / 2:.2f} s each)   "
+        f"{old_s / new_s:.1f}x   goal < 5 s"
+    )
+
+
+class FullReadDriver(SearchDriver):
+    """The driver's bookkeeping before: every trial read at every ask and every snapshot."""
+
+    def recorded(self):
+        from optuna.trial import TrialState
+
+        values, running, members, evaluated, failed = {}, set(), [], 0, 0
+        for trial in self.study.get_trials(deepcopy=False):
+            attrs = trial.user_attrs
+            digest = attrs.get("config_hash")
+            if trial.state == TrialState.RUNNING and digest:
+                running.add(digest)
+            elif trial.state == TrialState.COMPLETE and "duplicate_of" not in attrs:
+                evaluated += 1
+                values[digest] = list(trial.values)
+                members.append(
+                    Member(trial.number, digest, attrs.get("config", {}), list(trial.values))
+                )
+            elif trial.state == TrialState.FAIL and attrs.get("reason") not in NOT_EVALUATED:
+                evaluated += 1
+                failed += 1
+                self.failed_configs.add(digest)
+        return values, running, members, evaluated, failed
+
+    def claimed_elsewhere(self, config_hash: str, number: int) -> bool:
+        from optuna.trial import TrialState
+
+        return any(
+            trial.number != number
+            and trial.user_attrs.get("config_hash") == config_hash
+            and "duplicate_of" not in trial.user_attrs
+            and trial.state in (TrialState.RUNNING, TrialState.COMPLETE)
+            for trial in self.study.get_trials(deepcopy=False)
+        )
+
+    def snapshot(self) -> None:
+        from tnas.search.reference import settle_reference, usable_metric
+
+        _, _, members, evaluated, failed = self.recorded()
+        self.progress.finished, self.progress.failed = evaluated, failed
+        self.progress.in_flight = len(self.in_flight)
+        members = [m for m in members if all(map(usable_metric, m.values))]
+        directions = [o.direction for o in self.objectives]
+        values = np.array([m.values for m in members], dtype=float)
+        first_batch_in = len(members) >= max(2, self.evaluator.slots) or bool(
+            members and evaluated >= self.n_trials and not self.in_flight
+        )
+        frozen, frozen_now = settle_reference(self.study, self.objectives, values, first_batch_in)
+        if not members:
+            return
+        points = to_minimization(values, directions)
+        if frozen is None:
+            reference = reference_point(points)
+        else:
+            reference = to_minimization(np.asarray(frozen, dtype=float), directions)
+        on_front = pareto_front(points)
+        front = [members[i] for i in on_front]
+        numbers = frozenset(m.number for m in front)
+        volume = hypervolume(points[on_front], reference)
+        self.progress.front_size, self.progress.hypervolume = len(front), volume
+        reference = [float(x) for x in reference]
+        if numbers == self.front_numbers:
+            if frozen is not None and not frozen_now:
+                return
+            latest = self.db.latest_snapshot(self.study.study_name)
+            if latest is not None and list(latest["reference_point"]) == reference:
+                return
+        self.front_numbers = numbers
+        self.db.save_snapshot(
+            self.study.study_name,
+            [o.to_dict() for o in self.objectives],
+            len(members),
+            volume,
+            reference,
+            [
+                {
+                    "trial_number": m.number,
+                    "config_hash": m.config_hash,
+                    "config": m.config,
+                    "values": m.values,
+                }
+                for m in front
+            ],
+        )
+
+
+class Clock:
+    """Seconds spent in each part of a trial, and the progress callback's time stamps.
+
+    Parts: the sampler (`study.ask`, `space.suggest`: Optuna stores each parameter), the
+    evaluator (the replay table's submit and collect), the driver's reads of the study
+    (`recorded`, `claimed_elsewhere`) and its writes (`set_user_attr`, `set_constraint`,
+    `tell`). Only the outermost timed call counts.
+    """
+
+    PARTS = ("sampler", "evaluator", "reads", "writes")
+
+    def __init__(self, drivers):
+        self.spent = dict.fromkeys(self.PARTS, 0.0)
+        self.depth = 0
+        self.stamps: list[tuple[int, float, dict]] = []
+        self.patched = []
+        self.drivers = drivers
+
+    def wrap(self, owner, name: str, part: str) -> None:
+        original = owner.__dict__[name]
+
+        def timed(*args, **kwargs):
+            self.depth += 1
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.depth -= 1
+                if not self.depth:
+                    self.spent[part] += time.perf_counter() - start
+
+        setattr(owner, name, timed)
+        self.patched.append((owner, name, original))
+
+    def __enter__(self):
+        self.wrap(optuna.study.Study, "ask", "sampler")
+        self.wrap(type(load_space(SPACE)), "suggest", "sampler")
+        self.wrap(ReplayEvaluator, "submit", "evaluator")
+        self.wrap(ReplayEvaluator, "collect", "evaluator")
+        for name in ("set_user_attr", "set_constraint"):
+            self.wrap(optuna.trial.Trial, name, "writes")
+        self.wrap(optuna.study.Study, "tell", "writes")
+        for driver in self.drivers:
+            for name in ("recorded", "claimed_elsewhere"):
+                if name in driver.__dict__:
+                    self.wrap(driver, name, "reads")
+        return self
+
+    def __exit__(self, *_):
+        for owner, name, original in reversed(self.patched):
+            setattr(owner, name, original)
+
+    def stamp(self, finished: int) -> None:
+        self.stamps.append((finished, time.perf_counter(), dict(self.spent)))
+
+    def window(self, low: int, high: int) -> dict:
+        """ms per trial from the first stamp at >= low finished to the last at <= high: the
+        total, each part, and `n`, the trials counted."""
+        first = next(s for s in self.stamps if s[0] >= low)
+        last = [s for s in self.stamps if s[0] <= high][-1]
+        n = last[0] - first[0]
+        out = {part: (last[2][part] - first[2][part]) * 1e3 / n for part in self.PARTS}
+        return out | {"total": (last[1] - first[1]) * 1e3 / n, "n": n}
+
+
+def grow(url: str, configs: list[ArchConfig], space, upto: int) -> None:
+    """Insert completed trials, as the driver records them, until the study has `upto`
+    evaluated trials; each on a config of the table not yet taken."""
+    from tnas.search.db import Database
+
+    db = Database(url)
+    try:
+        study = optuna.load_study(study_name="grow", storage=db.optuna_storage())
+        trials = study.get_trials(deepcopy=False)
+        taken = {t.user_attrs.get("config_hash") for t in trials}
+        free = (c for c in configs if c.hash not in taken)
+        rng = np.random.default_rng(4)
+        batch = []
+        for _ in range(upto - len(trials)):
+            config = next(free)
+            accuracy, latency = float(rng.uniform(0.5, 1.0)), float(rng.uniform(1, 50))
+            metrics = {"accuracy": accuracy, "latency_ms": latency}
+            batch.append(
+                optuna.trial.create_trial(
+                    values=[accuracy, latency],
+                    user_attrs={
+                        "config": config.to_dict(),
+                        "config_hash": config.hash,
+                        "metrics": metrics,
+                        "curve": None,
+                        "fingerprint": None,
+                        "timings": {},
+                        "attempts": 1,
+                        "reason": None,
+                        "error": None,
+                    },
+                )
+            )
+        study.add_trials(batch)
+    finally:
+        db.close()
+
+
+def bench_study(space, trials: int, configs, folder: Path, driver_class, label: str) -> dict:
+    table = folder / f"study-{label}.jsonl"
+    write_table(table, space, configs, flat=False)
+    url = f"sqlite:///{folder / f'study-{label}.db'}"
+    grow_at, late = 200, trials - 1000 if trials >= 5000 else trials - 100
+    original = runs.SearchDriver
+    runs.SearchDriver = driver_class
+    try:
+        with Clock([SearchDriver, driver_class]) as clock:
+            grown = []
+
+            def progress(state):
+                clock.stamp(state.finished)
+                if state.finished >= grow_at and not grown:
+                    grown.append(True)
+                    grow(url, configs, space, late)  # before the late window opens
+
+            launch.launch(
+                space=SPACE,
+                objectives=OBJECTIVES,
+                evaluator=f"replay:{table}",
+                sampler="random",
+                trials=trials,
+                workers=1,
+                storage=url,
+                study="grow",
+                progress=progress,
+            )
+    finally:
+        runs.SearchDriver = original
+    after = next(s[0] for s in clock.stamps if s[0] > late)
+    early = clock.window(100, 200)
+    later = clock.window(after, trials)
+    return {"early": early, "late": later, "late_from": after}
+
+
+def report_study(trials: int, results: dict[str, dict]) -> None:
+    for label, result in results.items():
+        for window, part in (
+            ("100-200", result["early"]),
+            (f"{result['late_from']:,}-{trials:,}", result["late"]),
+        ):
+            rest = part["total"] - sum(part[p] for p in Clock.PARTS)
+            print(
+                f"study, {label:<6} trials {window:>13}: {part['total']:6.1f} ms/trial = "
+                f"sampler {part['sampler']:5.1f} + evaluator {part['evaluator']:3.1f} + driver "
+                f"{part['total'] - part['sampler'] - part['evaluator']:5.1f} (reads "
+                f"{part['reads']:4.1f}, writes {part['writes']:4.1f}, the rest {rest:4.1f}) "
+                f"over {part['n']} trials"
+            )
+        ratio = result["late"]["total"] / result["early"]["total"]
+        print(f"study, {label:<6} late/early: {ratio:.2f}x   goal <= 1.5x")
+    late = results["driver"]["late"]
+    share = late["total"] - late["sampler"] - late["evaluator"]
+    print(f"study, driver's share at the end: {share:.1f} ms/trial   goal < 20 ms")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", default="lookup,table,study")
+    parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    args = parser.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if args.synchronous == "normal":
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        @event.listens_for(Engine, "connect")
+        def normal(connection, _):
+            if type(connection).__module__.startswith("sqlite3"):
+                connection.execute("PRAGMA synchronous=NORMAL")
+
+    only = set(args.only.split(","))
+    sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
+    rows = 10_000 if args.quick else 100_000
+    trials = 2_000 if args.quick else 10_000
+    space = load_space(SPACE)
+    folder = Path(tempfile.mkdtemp(prefix="tnas-bench-driver-"))
+    start = time.perf_counter()
+    needed = max(
+        max(sizes) if "lookup" in only else 0,
+        rows if "table" in only else 0,
+        trials + 2_000 if "study" in only else 0,
+    )
+    configs = unique_configs(space, needed)
+    print(f"{needed:,} distinct configs of space {SPACE} in {time.perf_counter() - start:.0f} s")
+    if "lookup" in only:
+        bench_lookup(space, sizes, configs)
+    if "table" in only:
+        bench_table(space, rows, configs, folder)
+    if "study" in only:
+        pool = configs[: trials + 2_000]
+        results = {
+            "driver": bench_study(space, trials, pool, folder, SearchDriver, "driver"),
+            "before": bench_study(space, trials, pool, folder, FullReadDriver, "before"),
+        }
+        report_study(trials, results)
+    print(f"total {time.perf_counter() - start:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
