@@ -893,6 +893,9 @@ def pareto_command(
         help="hypervolume reference point, one value per objective in its own units: "
         "repeat the option or give V1,V2 [several studies: the worst of their own]",
     ),
+    rung: int = typer.Option(
+        None, help="a multi-fidelity study's front at rung N (0: the first) [the top rung]"
+    ),
 ):
     """Show the latest Pareto front of a study (from its stored snapshot).
 
@@ -909,6 +912,17 @@ def pareto_command(
     if plot:
         output_arg(plot, "--plot", new_dirs=False)  # plot_fronts creates no directories
     db = open_db(storage, create=False)
+    if rung is not None:
+        from tnas.search.query import rung_front
+
+        try:
+            rows = rung_front(db, study[0], rung)
+        except LookupError as err:
+            raise fail(str(err)) from None
+        finally:
+            db.close()
+        emit(rows, fmt, f"Pareto front of {study[0]} at rung {rung}")
+        return
     try:
         point = parse_reference(ref_point) if ref_point else None
         if plot:

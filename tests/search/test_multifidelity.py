@@ -191,3 +191,27 @@ def test_a_real_inline_fidelity_search_trains_in_rungs_and_cleans_its_checkpoint
     assert top.user_attrs[RUNGS_ATTR]["2"]["latency_ms"] == top.values[1]  # measured once
     assert sorted(t.state.name for t in trials) == ["COMPLETE", "PRUNED", "PRUNED"]
     assert list(folder.iterdir()) == []  # stopped and finished trials leave no checkpoint
+
+
+def test_trials_show_each_rung_and_pareto_shows_the_front_of_any_rung(tmp_path):
+    from tnas.search.query import list_trials, rung_front
+
+    run = spec(tmp_path)
+    study, _, _ = search(run, Curves())
+
+    with Database(run.storage) as db:
+        rows = list_trials(db, "mf")
+        fronts = [rung_front(db, "mf", rung) for rung in range(len(RUNGS.steps))]
+        with pytest.raises(LookupError, match="has rungs 0..2, not 3"):
+            rung_front(db, "mf", 3)
+    trials = {t.number: t for t in study.get_trials()}
+    assert [row["steps"] for row in rows] == [max(reached(trials[r["number"]])) for r in rows]
+    assert list(rows[0])[:3] == ["number", "state", "steps"]
+    assert all(row["accuracy"] is not None for row in rows)  # pruned: their last rung's
+    assert all(
+        row["steps"] == steps
+        for front, steps in zip(fronts, RUNGS.steps, strict=True)
+        for row in front
+    )
+    assert {row["number"] for row in fronts[-1]} == {t.number for t in study.best_trials}
+    assert len(fronts[0]) >= 1

@@ -116,7 +116,9 @@ def list_trials(
 ) -> list[dict[str, Any]]:
     """One row per trial of the study, in trial order, optionally only those in `states`.
 
-    Keys: number, state, one per objective (None unless complete), device (`device_of` its
+    Keys: number, state, in a multi-fidelity study `steps` (the training steps of the highest
+    rung the trial reached), one per objective (None unless complete, or pruned with its last
+    rung's values), device (`device_of` its
     fingerprint: "cpu 1a2b3c4d5e6f"; None when the evaluator measured nothing), config_hash
     (in full), reason, duration_s (None until finished), attempts and config (the ArchConfig
     dict; None before the driver gave the trial one). `states` are Optuna's trial state names
@@ -136,7 +138,8 @@ def list_trials(
     rows = []
     for trial in storage.get_all_trials(study_id, deepcopy=False, states=wanted):
         attrs = trial.user_attrs
-        values = trial.values if trial.state == TrialState.COMPLETE else None
+        valued = trial.state in (TrialState.COMPLETE, TrialState.PRUNED)
+        values = trial.values if valued and trial.values else None
         duration = None
         if trial.datetime_start is not None and trial.datetime_complete is not None:
             duration = round((trial.datetime_complete - trial.datetime_start).total_seconds(), 3)
@@ -158,7 +161,47 @@ def list_trials(
                 "config": config if isinstance(config, Mapping) else None,
             }
         )
+        rungs = attrs.get("rungs")
+        if isinstance(rungs, Mapping) and rungs:
+            rows[-1]["steps"] = max(int(steps) for steps in rungs)
+    if any("steps" in row for row in rows):  # a multi-fidelity study: each trial's rung
+        rows = [
+            {"number": r["number"], "state": r["state"], "steps": r.pop("steps", None)} | r
+            for r in rows
+        ]
     return rows
+
+
+def rung_front(db: Database, study_name: str, rung: int) -> list[dict[str, Any]]:
+    """The Pareto front of rung `rung` of a multi-fidelity study (`tnas pareto --rung N`): the
+    trials that reached it, by their objective values there, in trial order. A one-line
+    `LookupError` if the study has no such rung."""
+    import numpy as np
+
+    from tnas.search.fidelity import Rungs
+    from tnas.search.multifidelity import rung_rows
+    from tnas.search.pareto import pareto_front, to_minimization
+
+    settings = study_settings(db, study_name)
+    run = settings.run
+    if not run.get("fidelity"):
+        raise LookupError(f"study {study_name!r} was not searched with --fidelity; no rungs")
+    rungs = Rungs(run["min_steps"], run.get("max_steps") or run["steps"], run["eta"])
+    if not 0 <= rung <= rungs.top:
+        raise LookupError(f"study {study_name!r} has rungs 0..{rungs.top}, not {rung}")
+    storage = db.optuna_storage()
+    trials = storage.get_all_trials(_study_id(db, study_name), deepcopy=False)
+    rows = rung_rows(trials, rungs, settings.objectives, rung)
+    if not rows:
+        return []
+    directions = [objective.direction for objective in settings.objectives]
+    points = to_minimization(np.array([row["values"] for row in rows], dtype=float), directions)
+    names = [objective.name for objective in settings.objectives]
+    return [
+        {"number": rows[i]["number"], "steps": rungs.steps[rung]}
+        | dict(zip(names, rows[i]["values"], strict=True))
+        for i in sorted(pareto_front(points))
+    ]
 
 
 def check_states(states: Iterable[str]) -> list[str]:
