@@ -28,7 +28,8 @@ RUN python -m venv /opt/tnas \
     && pip install --upgrade pip \
     && pip install ${TORCH_INDEX:+--index-url "$TORCH_INDEX"} "$TORCH_PIN"
 
-RUN useradd --create-home --uid 1000 --shell /bin/bash tnas
+RUN useradd --create-home --uid 1000 --shell /bin/bash tnas \
+    && mkdir /checkpoints && chown tnas /checkpoints
 
 COPY pyproject.toml README.md /tmp/tnas-src/
 COPY tnas /tmp/tnas-src/tnas

@@ -23,6 +23,7 @@ Bad settings raise `RunError` and a database that cannot be used `StorageError`;
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,12 +284,14 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
 
 def fidelity_job(spec: RunSpec, profile):
     """The job of a multi-fidelity run: each submission trains one rung of a trial, from its
-    checkpoint in `checkpoint_dir` (default `./tnas-checkpoints`, made here)."""
+    checkpoint in `checkpoint_dir` (default `$TNAS_CHECKPOINT_DIR`, else `./tnas-checkpoints`,
+    made here; on a cluster, a folder every worker shares)."""
     from tnas.workers.backend import FidelityJob
     from tnas.workers.train import Budget
 
     rungs = spec.rungs.steps
-    folder = Path(spec.checkpoint_dir or "tnas-checkpoints").expanduser().absolute()
+    named = spec.checkpoint_dir or os.environ.get("TNAS_CHECKPOINT_DIR") or "tnas-checkpoints"
+    folder = Path(named).expanduser().absolute()
     folder.mkdir(parents=True, exist_ok=True)
     budget = Budget(steps=rungs[-1], batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
     return FidelityJob(

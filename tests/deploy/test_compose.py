@@ -154,6 +154,15 @@ def test_postgres_keeps_its_data_and_reports_health(spec):
     assert "pg_isready" in " ".join(postgres["healthcheck"]["test"])
 
 
+def test_workers_and_the_runner_share_the_checkpoint_folder(spec):
+    services = spec["services"]
+    for name in (*WORKERS, RUNNER):
+        mounts = [volume.split(":")[:2] for volume in services[name]["volumes"]]
+        assert ["checkpoints", "/checkpoints"] in mounts, name
+    assert services[RUNNER]["environment"]["TNAS_CHECKPOINT_DIR"] == "/checkpoints"
+    assert "checkpoints" in spec["volumes"]
+
+
 def test_gpu_worker_reserves_gpus(spec):
     worker = spec["services"]["ray-worker-gpu"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
