@@ -12,24 +12,28 @@
    Goal: < 5 s.
 3. study: ms per trial of a replay study (random sampler, SQLite, one slot, the table as the
    pool) over trials 100-200 and 9,000-10,000 (goal: within 1.5x), split into the sampler's
-   own time (`study.ask` and `space.suggest`: Optuna writes each parameter), the evaluator's,
-   and what the driver adds (goal: < 20 ms per trial), against the driver's bookkeeping
-   before (every trial read at every ask and snapshot, the front recomputed from all of them;
-   with the new pool lookup, which would otherwise dominate). The study grows from 200 to
-   9,000 trials by recorded trials inserted through a second connection while the driver
-   runs (as a second driver's trials would arrive), so as not to drive 9,000 trials; the
-   window 9,000-10,000 starts at the first trial after the insertion.
+   own time (`study.ask` and `space.suggest`: Optuna stores each parameter), the evaluator's,
+   and what the driver adds (goal: < 20 ms per trial): its reads of the study (`recorded`,
+   `claimed_elsewhere`), its writes (`set_user_attr`, `set_constraint`, `tell`) and the rest.
+   Beside it, the driver's bookkeeping before (every trial read at every ask and snapshot, the
+   front recomputed from all of them; with the new pool lookup, which would otherwise
+   dominate). The late study is grown to 9,000 trials by inserting recorded trials (not
+   timed), and copied for the driver before; each window is then driven in 5 runs, the four
+   (two drivers, two windows) taking turns so that a busy machine weighs on all alike; a run's
+   first trial (the driver's start: its first read of the study) is not counted. The driver
+   before runs 200 late trials only (it is slow there).
 
 `--quick`: pools of 2,000 and 10,000, a 10,000-row table, a 2,000-trial study (windows 100-200
 and 1,900-2,000). `--synchronous normal` opens every SQLite connection with
-`PRAGMA synchronous=NORMAL` (tnas leaves SQLite's default, FULL: an fsync per commit), to
-show what the commits cost.
+`PRAGMA synchronous=NORMAL` (tnas leaves SQLite's default, FULL: an fsync per commit), to show
+what the commits cost.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -50,6 +54,7 @@ from tnas.space import ArchConfig, load_space
 from tnas.workers.replay import ReplayEvaluator, load_table
 
 SPACE = "primer"
+ROUNDS = 5  # runs per window of the study, taking turns
 OBJECTIVES = ["accuracy:max", "latency_ms:min"]
 
 
@@ -302,21 +307,29 @@ class Clock:
     def stamp(self, finished: int) -> None:
         self.stamps.append((finished, time.perf_counter(), dict(self.spent)))
 
-    def window(self, low: int, high: int) -> dict:
-        """ms per trial from the first stamp at >= low finished to the last at <= high: the
-        total, each part, and `n`, the trials counted."""
-        first = next(s for s in self.stamps if s[0] >= low)
-        last = [s for s in self.stamps if s[0] <= high][-1]
-        n = last[0] - first[0]
-        out = {part: (last[2][part] - first[2][part]) * 1e3 / n for part in self.PARTS}
-        return out | {"total": (last[1] - first[1]) * 1e3 / n, "n": n}
+    def since(self, finished: int) -> dict:
+        """Seconds of the run, and of each part, from its first trial past `finished` trials
+        (the driver started) to its last, and `n`, the trials between."""
+        first = next(s for s in self.stamps if s[0] > finished)
+        last = self.stamps[-1]
+        spent = {part: last[2][part] - first[2][part] for part in self.PARTS}
+        return spent | {"total": last[1] - first[1], "n": last[0] - first[0]}
 
 
-def grow(url: str, configs: list[ArchConfig], space, upto: int) -> None:
+def grow(url: str, configs: list[ArchConfig], upto: int) -> None:
     """Insert completed trials, as the driver records them, until the study has `upto`
-    evaluated trials; each on a config of the table not yet taken."""
+    trials, each on a config of the table not yet taken. Written with SQLite's
+    `synchronous=OFF`: only to build the study quickly; no figure is measured here."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
     from tnas.search.db import Database
 
+    def unsynchronised(connection, _):
+        if type(connection).__module__.startswith("sqlite3"):
+            connection.execute("PRAGMA synchronous=OFF")
+
+    event.listen(Engine, "connect", unsynchronised)
     db = Database(url)
     try:
         study = optuna.load_study(study_name="grow", storage=db.optuna_storage())
@@ -328,45 +341,31 @@ def grow(url: str, configs: list[ArchConfig], space, upto: int) -> None:
         for _ in range(upto - len(trials)):
             config = next(free)
             accuracy, latency = float(rng.uniform(0.5, 1.0)), float(rng.uniform(1, 50))
-            metrics = {"accuracy": accuracy, "latency_ms": latency}
-            batch.append(
-                optuna.trial.create_trial(
-                    values=[accuracy, latency],
-                    user_attrs={
-                        "config": config.to_dict(),
-                        "config_hash": config.hash,
-                        "metrics": metrics,
-                        "curve": None,
-                        "fingerprint": None,
-                        "timings": {},
-                        "attempts": 1,
-                        "reason": None,
-                        "error": None,
-                    },
-                )
-            )
+            attrs = {"config": config.to_dict(), "config_hash": config.hash}
+            attrs |= {"metrics": {"accuracy": accuracy, "latency_ms": latency}}
+            attrs |= {"curve": None, "fingerprint": None, "timings": {}, "attempts": 1}
+            attrs |= {"reason": None, "error": None}
+            batch.append(optuna.trial.create_trial(values=[accuracy, latency], user_attrs=attrs))
         study.add_trials(batch)
     finally:
         db.close()
+        event.remove(Engine, "connect", unsynchronised)
 
 
-def bench_study(space, trials: int, configs, folder: Path, driver_class, label: str) -> dict:
-    table = folder / f"study-{label}.jsonl"
-    write_table(table, space, configs, flat=False)
-    url = f"sqlite:///{folder / f'study-{label}.db'}"
-    grow_at, late = 200, trials - 1000 if trials >= 5000 else trials - 100
+def copy_database(source: Path, target: Path) -> None:
+    """A consistent copy of a SQLite file (its write-ahead log included)."""
+    import sqlite3
+
+    with sqlite3.connect(source) as reader, sqlite3.connect(target) as writer:
+        reader.backup(writer)
+
+
+def drive(url: str, table: Path, trials: int, driver_class) -> Clock:
+    """Run the study `grow` at `url` to `trials` with `driver_class`; the clock of the run."""
     original = runs.SearchDriver
-    runs.SearchDriver = driver_class
+    runs.SearchDriver = driver_class  # what `make_driver` builds
     try:
         with Clock([SearchDriver, driver_class]) as clock:
-            grown = []
-
-            def progress(state):
-                clock.stamp(state.finished)
-                if state.finished >= grow_at and not grown:
-                    grown.append(True)
-                    grow(url, configs, space, late)  # before the late window opens
-
             launch.launch(
                 space=SPACE,
                 objectives=OBJECTIVES,
@@ -376,29 +375,67 @@ def bench_study(space, trials: int, configs, folder: Path, driver_class, label: 
                 workers=1,
                 storage=url,
                 study="grow",
-                progress=progress,
+                progress=lambda state: clock.stamp(state.finished),
             )
     finally:
         runs.SearchDriver = original
-    after = next(s[0] for s in clock.stamps if s[0] > late)
-    early = clock.window(100, 200)
-    later = clock.window(after, trials)
-    return {"early": early, "late": later, "late_from": after}
+    return clock
 
 
-def report_study(trials: int, results: dict[str, dict]) -> None:
+def bench_study(space, trials: int, configs: list[ArchConfig], folder: Path) -> dict:
+    """Per-trial figures at trials 100-200 and at the end of a `trials`-trial study, for the
+    driver and for the bookkeeping before (over fewer late trials: it is slow there).
+
+    Each window is driven in `ROUNDS` runs, the four (two drivers, two windows) taking turns,
+    so that a machine busy with other work weighs on all of them alike; each run's first
+    trial (the driver's start: reading the study, encoding the pool) is not counted."""
+    table = folder / "study.jsonl"
+    write_table(table, space, configs, flat=False)
+    late = trials - (1000 if trials >= 5000 else 100)
+    sizes = {
+        ("driver", "early"): 100,
+        ("driver", "late"): trials - late,
+        ("before", "early"): 100,
+        ("before", "late"): 200 if trials >= 5000 else 100,
+    }
+    classes = {"driver": SearchDriver, "before": FullReadDriver}
+    path = {key: folder / f"{key[0]}-{key[1]}.db" for key in sizes}
+    url = {key: f"sqlite:///{value}" for key, value in path.items()}
+    start = time.perf_counter()
+    drive(url["driver", "late"], table, 1, SearchDriver)  # creates the study
+    grow(url["driver", "late"], configs, late)
+    copy_database(path["driver", "late"], path["before", "late"])
+    for name, driver_class in classes.items():
+        drive(url[name, "early"], table, 100, driver_class)
+    print(f"studies made, one grown to {late:,} trials, in {time.perf_counter() - start:.0f} s")
+    at = {key: 100 if key[1] == "early" else late for key in sizes}
+    sums = {key: dict.fromkeys((*Clock.PARTS, "total", "n"), 0.0) for key in sizes}
+    for _ in range(ROUNDS):
+        for key, size in sizes.items():
+            target = at[key] + size // ROUNDS
+            clock = drive(url[key], table, target, classes[key[0]])
+            for part, value in clock.since(at[key]).items():
+                sums[key][part] += value
+            at[key] = target
+    results: dict[str, dict] = {}
+    for (name, window), total in sums.items():
+        figures = {part: total[part] * 1e3 / total["n"] for part in (*Clock.PARTS, "total")}
+        first = 100 if window == "early" else late
+        figures |= {"n": int(total["n"]), "first": first, "last": first + sizes[name, window]}
+        results.setdefault(name, {})[window] = figures
+    return results
+
+
+def report_study(results: dict[str, dict]) -> None:
     for label, result in results.items():
-        for window, part in (
-            ("100-200", result["early"]),
-            (f"{result['late_from']:,}-{trials:,}", result["late"]),
-        ):
+        for part in (result["early"], result["late"]):
+            window = f"{part['first']:,}-{part['last']:,} ({part['n']} timed)"
             rest = part["total"] - sum(part[p] for p in Clock.PARTS)
             print(
-                f"study, {label:<6} trials {window:>13}: {part['total']:6.1f} ms/trial = "
+                f"study, {label:<6} trials {window:>25}: {part['total']:6.1f} ms/trial = "
                 f"sampler {part['sampler']:5.1f} + evaluator {part['evaluator']:3.1f} + driver "
                 f"{part['total'] - part['sampler'] - part['evaluator']:5.1f} (reads "
-                f"{part['reads']:4.1f}, writes {part['writes']:4.1f}, the rest {rest:4.1f}) "
-                f"over {part['n']} trials"
+                f"{part['reads']:5.1f}, writes {part['writes']:4.1f}, the rest {rest:4.1f})"
             )
         ratio = result["late"]["total"] / result["early"]["total"]
         print(f"study, {label:<6} late/early: {ratio:.2f}x   goal <= 1.5x")
@@ -442,12 +479,8 @@ def main() -> None:
     if "table" in only:
         bench_table(space, rows, configs, folder)
     if "study" in only:
-        pool = configs[: trials + 2_000]
-        results = {
-            "driver": bench_study(space, trials, pool, folder, SearchDriver, "driver"),
-            "before": bench_study(space, trials, pool, folder, FullReadDriver, "before"),
-        }
-        report_study(trials, results)
+        report_study(bench_study(space, trials, configs[: trials + 2_000], folder))
+    shutil.rmtree(folder, ignore_errors=True)
     print(f"total {time.perf_counter() - start:.0f} s")
 
 

@@ -558,7 +558,9 @@ def search_launch(
     fidelity: str = typer.Option(
         None, help="steps: train in rungs, stop hopeless trials early (ASHA) [none]"
     ),
-    min_steps: int = typer.Option(None, help="the first rung's training steps (--fidelity)"),
+    min_steps: int = typer.Option(
+        None, help="the first rung's training steps (--fidelity) [none: required by it]"
+    ),
     max_steps: int = typer.Option(None, help="the last rung's steps (--fidelity) [--steps]"),
     eta: int = typer.Option(None, help="rungs grow by eta; its top 1/eta goes on [3]"),
     checkpoint_dir: str = typer.Option(

@@ -31,10 +31,9 @@ import numpy as np
 from tnas.predictors import encode
 from tnas.space import ArchConfig, DesignSpace
 
-# A bound, in units of the float64 epsilon, on the relative error of a sum of products
-# computed in any order, per term summed: the gap below which two distances are checked
-# exactly rather than trusted to the matrix product.
-ROUNDING_SLACK = 4.0
+# Rounding error allowed per summed term, in units of the float64 epsilon, generously: a sum
+# of F products is off by at most about F epsilons of its magnitude, in any order of summing.
+ROUNDING_SLACK = 16.0
 
 
 class PoolIndex:
@@ -82,9 +81,11 @@ class PoolIndex:
         approx = self.norms - 2.0 * (self.encoded @ target)
         approx[self.taken_rows] = np.inf
         least = approx.min()
-        # Rounding moves each entry of `approx` by less than `slack`: every member at the least
-        # exact distance is within 2 * slack of the least entry.
-        magnitude = self.largest_norm + 2.0 * float(np.sqrt(self.largest_norm * (target @ target)))
+        # Rounding moves each entry of `approx`, and each distance the loop computes, by less
+        # than `slack` (a bound on (|x| + |t|)^2 times the error per term): every member the
+        # loop could find nearest is within 2 * slack of the least entry.
+        target_norm = float(target @ target)
+        magnitude = self.largest_norm + 2.0 * np.sqrt(self.largest_norm * target_norm) + target_norm
         slack = ROUNDING_SLACK * (len(target) + 2) * np.finfo(float).eps * (magnitude + 1.0)
         near = np.flatnonzero(approx <= least + 2.0 * slack)  # ascending: pool order
         exact = ((self.encoded[near] - target) ** 2).sum(axis=1)  # as the plain loop sums

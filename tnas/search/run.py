@@ -429,7 +429,7 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
     read by a `ConfigReader` (equal layers built once)."""
     import json
 
-    from tnas.space.reader import ConfigReader
+    from tnas.space.reader import ConfigReader, bulk
 
     reader = ConfigReader(space)
     configs = []
@@ -440,16 +440,17 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
     except (OSError, UnicodeDecodeError) as err:
         problem = " ".join(str(getattr(err, "strerror", None) or err).split())
         raise RunError(f"{path}: cannot read the pool file: {problem}") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            data = record.get("config", record) if isinstance(record, dict) else record
-            config = reader.read_full(data) if "layers" in data else reader.read_flat(data)
-        except (ValueError, TypeError, AttributeError) as err:
-            raise RunError(f"{path}:{number}: not a config: {err}") from None
-        configs.append(config)
+    with bulk():
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                data = record.get("config", record) if isinstance(record, dict) else record
+                config = reader.read_full(data) if "layers" in data else reader.read_flat(data)
+            except (ValueError, TypeError, AttributeError) as err:
+                raise RunError(f"{path}:{number}: not a config: {err}") from None
+            configs.append(config)
     if not configs:
         raise RunError(f"{path}: the pool is empty")
     return configs

@@ -38,9 +38,7 @@ def _nsga3(seed, options, space):
 
     with warnings.catch_warnings():  # "experimental": we pin and test the version we use
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.samplers.NSGAIIISampler(
-            population_size=options.population_size, seed=seed
-        )
+        return optuna.samplers.NSGAIIISampler(population_size=options.population_size, seed=seed)
 
 
 def _tpe(seed, options, space):

@@ -47,7 +47,7 @@ import numpy as np
 
 from tnas.space import ArchConfig, ConfigError, DesignSpace
 from tnas.space.errors import one_line, shown
-from tnas.space.reader import ConfigReader
+from tnas.space.reader import ConfigReader, bulk
 from tnas.workers.reports import failed, ok_report
 
 
@@ -77,8 +77,12 @@ def load_table(path: str | Path, space: DesignSpace | None = None) -> dict[str, 
     object, metrics that are not an object of numbers, and a status other than ok or failed
     are a `ReplayError` naming `file:line`. The table is read in one pass, its configs by a
     `ConfigReader` (100,000 rows of flat configs in a few seconds)."""
-    path = Path(path)
-    reader = ConfigReader(space)
+    with bulk():
+        return _load_table(Path(path), ConfigReader(space))
+
+
+def _load_table(path: Path, reader: ConfigReader) -> dict[str, dict]:
+    space = reader.space
     if not path.is_file():
         raise ReplayError(f"{path}: no such replay table")
     rows: dict[str, dict] = {}
