@@ -272,6 +272,8 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
         from tnas.workers.backend import InlineEvaluator
         from tnas.workers.pool import RayPool
 
+        if spec.fidelity:
+            Path(job.checkpoint_dir).mkdir(parents=True, exist_ok=True)
         if spec.workers == 0:
             # the supernet checked here is loaded once; None threads: this process's cores
             return InlineEvaluator(job, cache, threads=spec.threads)
@@ -285,14 +287,13 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
 def fidelity_job(spec: RunSpec, profile):
     """The job of a multi-fidelity run: each submission trains one rung of a trial, from its
     checkpoint in `checkpoint_dir` (default `$TNAS_CHECKPOINT_DIR`, else `./tnas-checkpoints`,
-    made here; on a cluster, a folder every worker shares)."""
+    made when the search starts; on a cluster, a folder every worker shares)."""
     from tnas.workers.backend import FidelityJob
     from tnas.workers.train import Budget
 
     rungs = spec.rungs.steps
     named = spec.checkpoint_dir or os.environ.get("TNAS_CHECKPOINT_DIR") or "tnas-checkpoints"
     folder = Path(named).expanduser().absolute()
-    folder.mkdir(parents=True, exist_ok=True)
     budget = Budget(steps=rungs[-1], batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
     return FidelityJob(
         task=spec.task,

@@ -162,10 +162,10 @@ class SearchDriver:
             return False
         return True
 
-    def start_new(self, values: dict, running: set[str], key: str = "{number}") -> bool | None:
+    def start_new(self, values: dict, running: set[str], key: str = "{number}") -> str | None:
         """Ask the sampler for one config and submit it under `key` (formatted with the trial's
         number), unless it is infeasible, evaluated or in flight already (then the trial is
-        told so at once): True if submitted, False if wasted, None if the pool is used up."""
+        told so at once): the key if submitted, "" if wasted, None if the pool is used up."""
         from optuna.trial import TrialState
 
         trial = self.study.ask()
@@ -188,22 +188,22 @@ class SearchDriver:
             trial.set_user_attr("reason", "infeasible")
             self.study.tell(trial, state=TrialState.FAIL)
             self.progress.infeasible += 1
-            return False
+            return ""
         if config.hash in values:
             trial.set_user_attr("duplicate_of", config.hash)
             self.study.tell(trial, values[config.hash])
             self.progress.duplicates += 1
-            return False
+            return ""
         if config.hash in running or self.claimed_elsewhere(config.hash, trial.number):
             trial.set_user_attr("reason", "duplicate_in_flight")
             trial.set_user_attr("duplicate_of", config.hash)
             self.study.tell(trial, state=TrialState.FAIL)
             self.progress.duplicates += 1
-            return False
+            return ""
         key = key.format(number=trial.number)
         self.evaluator.submit(key, config)
         self.in_flight[key] = (trial, config)
-        return True
+        return key
 
     def record(self, report: dict) -> None:
         """Store a report with its trial and tell Optuna the outcome. An objective the report

@@ -103,14 +103,19 @@ def process_exists(pid: int) -> bool:
 
 
 def live_drivers(
-    db: Database, study_name: str, stale_after: float = STALE_AFTER_S, now: datetime | None = None
+    db: Database,
+    study_name: str,
+    stale_after: float = STALE_AFTER_S,
+    now: datetime | None = None,
+    rows: list[dict] | None = None,
 ) -> list[dict]:
     """The study's live drivers: heartbeat rows (`id`, `host`, `pid`, `started_at`, `beat_at`,
-    `age_s`) younger than `stale_after` seconds whose process, on this host, still exists."""
+    `age_s`) younger than `stale_after` seconds whose process, on this host, still exists
+    (`rows`: the study's heartbeats, when already read)."""
     now = now or datetime.now(UTC)
     host = socket.gethostname()
     live = []
-    for row in db.heartbeats(study_name):
+    for row in db.heartbeats(study_name) if rows is None else rows:
         age = (now - row["beat_at"]).total_seconds()
         if age > stale_after or (row["host"] == host and not process_exists(row["pid"])):
             continue
@@ -118,19 +123,15 @@ def live_drivers(
     return live
 
 
-def forget_dead(db: Database, study_name: str, live: list[dict]) -> None:
-    """Delete the heartbeat rows of the study's drivers that are not in `live`."""
-    alive = {row["id"] for row in live}
-    for row in db.heartbeats(study_name):
-        if row["id"] not in alive:
-            db.end_heartbeat(row["id"])
-
-
 def check_live(db: Database, study_name: str, join: bool) -> set[str]:
     """The ids of the study's live drivers; `LiveDriver` in one line if there is one and this
     driver was not asked to `join` it. Dead drivers' heartbeats are removed."""
-    live = live_drivers(db, study_name)
-    forget_dead(db, study_name, live)
+    rows = db.heartbeats(study_name)
+    live = live_drivers(db, study_name, rows=rows)
+    alive = {row["id"] for row in live}
+    for row in rows:
+        if row["id"] not in alive:
+            db.end_heartbeat(row["id"])
     if live and not join:
         row = min(live, key=lambda r: r["age_s"])
         raise LiveDriver(

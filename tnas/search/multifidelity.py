@@ -126,13 +126,11 @@ class FidelityDriver(SearchDriver):
             if self.started >= self.n_trials or not self.may_ask(deadline, wasted):
                 return
             values, running, *_ = self.recorded()
-            before = set(self.in_flight)
             started = self.start_new(values, running | self.stopped_configs, key="{number}@0")
             if started is None:
                 return
             if started:
-                [key] = set(self.in_flight) - before
-                self.in_flight[key][0].set_user_attr(TARGET_ATTR, 0)
+                self.in_flight[started][0].set_user_attr(TARGET_ATTR, 0)
                 self.started += 1
             wasted = 0 if started else wasted + 1
 
