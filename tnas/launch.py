@@ -141,6 +141,64 @@ def resume(
     return search(spec, resume=True, progress=progress, join=join)
 
 
+def record_curves(
+    configs: list[ArchConfig],
+    out: str | Path,
+    run: str | Path | Mapping | RunSpec | None = None,
+    *,
+    progress: Callable[[int, int], None] | None = None,
+    **settings,
+) -> int:
+    """Train every config through every rung of a multi-fidelity run (`fidelity="steps"`,
+    its `min_steps`, `max_steps`, `eta`, task, budget and latency protocol) and write a replay
+    table whose rows carry each rung's metrics (`"rungs"`) and the top rung's as `metrics`:
+    the learning-curve table that `--evaluator replay:TABLE --fidelity steps` replays, with
+    the same settings, in seconds. Trials run as the search runs them (`workers=0` in this
+    process, else a Ray pool), each rung continuing from the last's checkpoint. A config
+    that fails is written as failed. `progress(done, total)` after each config; returns the
+    number of configs recorded ok.
+
+    >>> record_curves(configs, "curves.jsonl", space="simq", fidelity="steps",
+    ...               min_steps=18, max_steps=162, eta=3, workers=2)   # doctest: +SKIP
+    """
+    from tnas.workers.replay import write_table
+
+    spec = run_spec(run, **settings)
+    if not spec.fidelity:
+        raise RunError("record_curves needs a multi-fidelity run: fidelity='steps' and its rungs")
+    plan = prepare(spec)
+    top = len(plan.spec.rungs.steps) - 1
+    waiting = list(range(len(configs)))
+    rows: dict[int, dict] = {}
+    curves: dict[int, dict] = {i: {} for i in waiting}
+    evaluator = plan.start_evaluator()
+    try:
+        in_flight = 0
+        while waiting or in_flight:
+            while waiting and in_flight < evaluator.slots:
+                number = waiting.pop(0)
+                evaluator.submit(f"{number}@0", configs[number])
+                in_flight += 1
+            for report in evaluator.collect(timeout=1.0):
+                in_flight -= 1
+                number, rung = (int(part) for part in report["key"].split("@"))
+                if report["status"] == "ok":
+                    curves[number][report["steps"]] = report["metrics"]
+                if report["status"] == "ok" and rung < top:
+                    evaluator.submit(f"{number}@{rung + 1}", configs[number])
+                    in_flight += 1
+                    continue
+                if report["status"] != "ok" and hasattr(evaluator, "job"):
+                    evaluator.job.discard(str(number), configs[number].hash)
+                rows[number] = report | {"rungs": curves[number]}
+                if progress:
+                    progress(len(rows), len(configs))
+    finally:
+        evaluator.close()
+    write_table(out, [(configs[i], rows[i]) for i in sorted(rows)])
+    return sum(row["status"] == "ok" for row in rows.values())
+
+
 def open_database(storage: str | None, create: bool = True) -> Database:
     """The study database at `storage` (a URL or a .db file; default `$TNAS_STORAGE`, else
     `sqlite:///tnas.db`); `StorageError` in one line if it cannot be used. With
@@ -247,6 +305,8 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
         raise RunError(f"--supernet evaluates configs itself; it cannot go with {replay_spec}")
     if replay_spec:
         replay = parse_replay(replay_spec, space, slots=max(1, spec.workers), seed=spec.seed)
+        if spec.fidelity:  # the table's learning curves answer each rung
+            replay.follow_rungs(spec.rungs.steps)
         names = {name for row in replay.rows.values() for name in row["metrics"]}
         return (lambda: replay), names
     from tnas.workers.backend import ProfileSettings, TrialJob, WorkerCache

@@ -161,8 +161,6 @@ def test_bad_fidelity_settings_are_one_line(tmp_path):
         launch(**spec(tmp_path).model_dump() | {"min_steps": None})
     with pytest.raises(RunError, match="make one rung"):
         launch(**spec(tmp_path).model_dump() | {"max_steps": 10})
-    with pytest.raises(RunError, match="cannot go with --evaluator"):
-        launch(**spec(tmp_path).model_dump() | {"evaluator": "replay:x.jsonl"})
     with pytest.raises(RunError, match="unknown study"):
         resume("mf", storage=spec(tmp_path).storage)
 

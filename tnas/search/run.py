@@ -390,11 +390,11 @@ def check_run(spec: RunSpec, space: DesignSpace, metric_names: set[str]) -> list
 
 
 def check_fidelity(spec: RunSpec) -> None:
-    """A multi-fidelity run trains: not with a replay table or a supernet; its rungs must be
+    """A multi-fidelity run trains, or replays learning curves (a replay table whose rows
+    record `rungs`; checked when the table is read): not with a supernet; its rungs must be
     valid. One `RunError` line otherwise."""
-    if spec.evaluator or spec.supernet:
-        what = "--evaluator" if spec.evaluator else "--supernet"
-        raise RunError(f"--fidelity steps trains each trial in rungs; it cannot go with {what}")
+    if spec.supernet:
+        raise RunError("--fidelity steps trains each trial in rungs; it cannot go with --supernet")
     if spec.min_steps is None:
         raise RunError("--fidelity steps needs --min-steps (the first rung's training steps)")
     try:

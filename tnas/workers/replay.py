@@ -4,6 +4,8 @@ A table is JSONL, one `{"config": ..., "metrics": {...}}` per line (optionally `
 "failed"` and `"reason"`), or CSV with a `config` column of JSON, or with one column per knob
 of a design space and the rest metrics. `config` is a full `ArchConfig` (it has `layers`) or a
 flat dict of knob values (`{"d_model": 256, "layer0.mixer": "gla", ...}`, needs `space`).
+A JSONL row may also record its learning curve, `"rungs": {"18": {...}, "54": {...}}` (the
+metrics after that many training steps), which a multi-fidelity search replays.
 Lookup is exact, by config hash. Optional multiplicative noise is seeded per config and call;
 an optional `delay` simulates the seconds a trial takes. A row that is not an object, or whose
 metrics are not an object of numbers, is refused with one line naming `file:line`.
@@ -117,6 +119,7 @@ def _load_table(path: Path, reader: ConfigReader) -> dict[str, dict]:
         try:
             config = _config_of(record["config"], reader, where)
             metrics = _metrics_of(record.get("metrics", {}), where)
+            curves = _rungs_of(record.get("rungs"), where)
             status, reason = record.get("status", "ok"), record.get("reason")
         except ReplayError:
             raise  # already names the row
@@ -133,8 +136,24 @@ def _load_table(path: Path, reader: ConfigReader) -> dict[str, dict]:
             "metrics": metrics,
             "status": status,
             "reason": reason,
+            "rungs": curves,
         }
     return rows
+
+
+def _rungs_of(value, where: str) -> dict[int, dict[str, float]]:
+    """A row's learning curve: `{"18": {metrics}, "54": {...}}`, the metrics after that many
+    training steps; a key that is not a positive step count is a `ReplayError`."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ReplayError(f"{where}: rungs must be an object of step counts, got {_kind(value)}")
+    curves = {}
+    for steps, metrics in value.items():
+        if not str(steps).isdigit() or int(steps) < 1:
+            raise ReplayError(f"{where}: rungs key {shown(steps)} must be a positive step count")
+        curves[int(steps)] = _metrics_of(metrics, f"{where}: rungs[{steps}]")
+    return curves
 
 
 def _kind(value) -> str:
@@ -179,7 +198,12 @@ def _flat_value(text: str):
 
 
 class ReplayEvaluator:
-    """Answers each submitted config from a recorded table; same API as `RayPool`."""
+    """Answers each submitted config from a recorded table; same API as `RayPool`.
+
+    After `follow_rungs(steps)` it answers a multi-fidelity search: a key `"12@1"` (trial 12,
+    rung 1) gets the metrics the table records after `steps[1]` training steps (a row's
+    `"rungs"`: its learning curve), with the report's `rung` and `steps` set as
+    `FidelityJob`'s are."""
 
     def __init__(
         self,
@@ -198,6 +222,21 @@ class ReplayEvaluator:
         self.delay = delay  # simulated seconds per trial, so drivers can be tested mid-search
         self.calls = 0
         self.done: list[tuple[float, dict]] = []
+        self.rungs: tuple[int, ...] | None = None
+
+    def follow_rungs(self, steps: tuple[int, ...]) -> None:
+        """Answer rung keys from learning curves recorded at `steps`. Only the rows that
+        record every one of them are kept (a search then picks among those); a table with
+        none is refused with one line."""
+        kept = {h: row for h, row in self.rows.items() if all(s in row["rungs"] for s in steps)}
+        if not kept:
+            recorded = sorted({s for row in self.rows.values() for s in row["rungs"]})
+            have = f"it records curves at {recorded} steps" if recorded else "it has no curves"
+            raise ReplayError(
+                f"{self.table}: a multi-fidelity replay needs each row's metrics at the rungs "
+                f'{list(steps)} steps ("rungs" of a row); {have}'
+            )
+        self.rows, self.rungs = kept, tuple(steps)
 
     def configs(self) -> list[ArchConfig]:
         """The configs the table records, in the order of their first rows: the pool of a
@@ -236,7 +275,12 @@ class ReplayEvaluator:
         if row is None:
             message = f"config {config.short_hash} is not in the replay table"
             return failed(key, config, "not_recorded", message)
-        metrics = dict(row["metrics"])
+        rung = None
+        if self.rungs is not None:
+            rung = int(key.rpartition("@")[2])
+            metrics = dict(row["rungs"][self.rungs[rung]])
+        else:
+            metrics = dict(row["metrics"])
         if self.noise:
             self.calls += 1
             digest = hashlib.sha256(f"{self.seed}:{config.hash}:{self.calls}".encode()).digest()
@@ -244,8 +288,12 @@ class ReplayEvaluator:
             metrics = {k: v * (1 + self.noise * rng.standard_normal()) for k, v in metrics.items()}
         if row["status"] != "ok":
             message = f"recorded as failed: {row['reason']}"
-            return failed(key, config, row["reason"] or "error", message)
-        return ok_report(key, config, metrics)
+            report = failed(key, config, row["reason"] or "error", message)
+        else:
+            report = ok_report(key, config, metrics)
+        if rung is not None:
+            report |= {"rung": rung, "steps": self.rungs[rung]}
+        return report
 
     def submit(self, key: str, config: ArchConfig) -> None:
         self.done.append((time.monotonic() + self.delay, self.answer(key, config)))
@@ -272,7 +320,8 @@ class ReplayEvaluator:
 
 
 def write_table(path: str | Path, rows: list[tuple[ArchConfig, dict]]) -> None:
-    """Write (config, report) pairs as a JSONL replay table."""
+    """Write (config, report) pairs as a JSONL replay table; a report's `rungs` (metrics by
+    training steps) becomes the row's learning curve."""
     with Path(path).open("w") as handle:
         for config, report in rows:
             record = {
@@ -281,6 +330,8 @@ def write_table(path: str | Path, rows: list[tuple[ArchConfig, dict]]) -> None:
                 "status": report["status"],
                 "reason": report["reason"],
             }
+            if report.get("rungs"):
+                record["rungs"] = {str(steps): m for steps, m in report["rungs"].items()}
             handle.write(json.dumps(record, sort_keys=True) + "\n")
 
 
