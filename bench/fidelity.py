@@ -182,6 +182,8 @@ def run_search(args, arm: str, seed: int, configs: int, folder: Path) -> Search:
         "study": name,
         "storage": storage,
     }
+    if args.replay:  # the recorded learning curves answer both arms
+        settings["evaluator"] = f"replay:{args.replay}"
     if arm == "fidelity":
         checkpoints = folder / f"checkpoints-s{seed}"
         settings |= {
@@ -243,6 +245,53 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else math.nan
 
 
+def record(args) -> None:
+    """Train `--record-configs` distinct simq configs (drawn with seed 0) through every rung and
+    write their learning curves to `--record`, a replay table for `--replay`."""
+    from tnas.launch import record_curves
+    from tnas.space import load_space
+
+    space = load_space("simq")
+    rng = np.random.default_rng(0)
+    configs: dict[str, object] = {}
+    while len(configs) < args.record_configs:
+        config = space.sample(rng)
+        configs.setdefault(config.hash, config)
+    folder = Path(tempfile.mkdtemp(prefix="tnas-curves-"))
+    if args.workers:
+        from tnas.workers.pool import connect
+
+        connect(None, num_cpus=os.cpu_count(), _temp_dir=str(folder / "ray"))
+    start = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        print(f"{done}/{total} configs, {time.perf_counter() - start:.0f} s", flush=True)
+
+    recorded = record_curves(
+        list(configs.values()),
+        args.record,
+        space="simq",
+        task=args.task,
+        objectives=OBJECTIVES,
+        workers=args.workers,
+        steps=args.max_steps,
+        batch_size=args.batch_size,
+        profile_repeats=args.repeats,
+        fidelity="steps",
+        min_steps=args.min_steps,
+        max_steps=args.max_steps,
+        eta=args.eta,
+        checkpoint_dir=str(folder / "checkpoints"),
+        study="curves",
+        progress=progress,
+    )
+    print(
+        f"{recorded} of {len(configs)} configs recorded at rungs "
+        f"{list(Rungs(args.min_steps, args.max_steps, args.eta).steps)} in {args.record} "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", default="digits,tokens=patch")
@@ -257,15 +306,22 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=10, help="timed repeats per profile")
     parser.add_argument("--quick", action="store_true", help="smoke run: 1 seed, tiny rungs")
+    parser.add_argument("--record", metavar="TABLE", help="record learning curves, then stop")
+    parser.add_argument("--record-configs", type=int, default=96, help="configs to --record")
+    parser.add_argument("--replay", metavar="TABLE", help="replay recorded curves, no training")
     args = parser.parse_args()
     if args.quick:
         args.seeds, args.trials, args.max_steps, args.min_steps = 1, 4, 54, 6
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    if args.record:
+        return record(args)
     rungs = Rungs(args.min_steps, args.max_steps, args.eta)
     budget = args.trials * args.max_steps
     configs = args.configs or planned_configs(rungs, budget, max(1, args.workers))
     where = "this process" if args.workers == 0 else f"{args.workers} Ray workers"
+    if args.replay:
+        where = f"replaying {args.replay} on {max(1, args.workers)} slots"
     print(
         f"fidelity on {args.task}, space simq, {' '.join(OBJECTIVES)}; sampler {args.sampler}, "
         f"seeds 0..{args.seeds - 1}, {where}, {os.cpu_count()} logical cores, load average "
@@ -278,7 +334,7 @@ def main() -> None:
         flush=True,
     )
     folder = Path(tempfile.mkdtemp(prefix="tnas-fidelity-"))
-    if args.workers:
+    if args.workers and not args.replay:
         from tnas.workers.pool import connect
 
         # one local Ray for every search: each search's pool starts its actors, not Ray
@@ -291,7 +347,7 @@ def main() -> None:
         fidelity = run_search(args, "fidelity", seed, configs, folder)
         print(f"seed {seed}: multi-fidelity done in {fidelity.seconds:.0f} s", flush=True)
         runs.append((full, fidelity))
-    if args.workers:
+    if args.workers and not args.replay:
         import ray
 
         ray.shutdown()

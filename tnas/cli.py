@@ -575,6 +575,11 @@ def search_launch(
         None, help="torch threads for training in this process (--workers 0) [cores]"
     ),
     profile_threads: int = typer.Option(None, help="torch threads while timing latency [1]"),
+    latency: list[str] = typer.Option(
+        None,
+        help="latency source, repeatable: [NAME=]measured|node:RESOURCE|table:FILE; each gives "
+        "latency_ms@NAME, the first also latency_ms [measured]",
+    ),
     ref_point: list[str] = typer.Option(
         None, help="hypervolume reference, a value per objective: 0.5,80 [frozen from 1st batch]"
     ),
@@ -620,6 +625,7 @@ def search_launch(
         "keep_checkpoints": keep_checkpoints,
         "threads": threads,
         "profile_threads": profile_threads,
+        "latency": latency or None,
         "ref_point": reference_arg(ref_point),
         "allow_mixed_devices": allow_mixed_devices,
     }
@@ -869,15 +875,39 @@ def trials_command(
     """List a study's trials: state, objective values, the device that measured each (kind
     and fingerprint id), config hash, failure reason, duration and attempts. `--format json`
     carries each trial's full config and config hash."""
-    from tnas.search.query import check_states, list_trials
+    from tnas.search.query import check_states, list_trials, predicted_objectives
 
     study = study_arg(study)
     try:
+        db = open_db(storage, create=False)
         states = check_states(state) if state else None
-        rows = list_trials(open_db(storage, create=False), study, states=states)
+        rows = list_trials(db, study, states=states)
+        predicted = predicted_objectives(db, study)
     except (LookupError, ValueError) as err:
         raise fail(str(err)) from None
-    emit(rows, fmt, f"trials of {study}", TRIALS_STEPS)
+    emit_marked(rows, predicted, fmt, f"trials of {study}", TRIALS_STEPS)
+
+
+def emit_marked(rows, predicted: dict, fmt: str, title: str, steps=None) -> None:
+    """`emit` the rows, marking the objectives whose values are predictions: in a table their
+    header gets a `*` and a line below says where the predictions come from; in JSON and CSV
+    each row names them under `predicted`."""
+    if not predicted:
+        emit(rows, fmt, title, steps)
+        return
+    if fmt != "table":
+        emit([row | {"predicted": sorted(predicted)} for row in rows], fmt, title, steps)
+        return
+    marked = [{(f"{k}*" if k in predicted else k): v for k, v in row.items()} for row in rows]
+    print_rows(marked, title, steps)
+    for name, where in predicted.items():
+        device = f"device {where['device']}" if where.get("device") else "device ?"
+        date = f", calibrated {where['calibrated'][:10]}" if where.get("calibrated") else ""
+        console.print(
+            f"* {name} predicted from latency table {where['table']} ({device}{date}); "
+            "tnas pareto --measure local|node:RESOURCE measures the front",
+            soft_wrap=True,
+        )
 
 
 @app.command("pareto")
@@ -898,6 +928,12 @@ def pareto_command(
     rung: int = typer.Option(
         None, help="a multi-fidelity study's front at rung N (0: the first) [the top rung]"
     ),
+    measure: str = typer.Option(
+        None,
+        help="measure the front's latency for real on local or node:RESOURCE, beside the "
+        "stored (or predicted) values [no]",
+    ),
+    ray_address: str = typer.Option(None, help="the Ray cluster of --measure node: [RAY_ADDRESS]"),
 ):
     """Show the latest Pareto front of a study (from its stored snapshot).
 
@@ -907,12 +943,21 @@ def pareto_command(
     cannot share one hypervolume (a one-line error). --format json|csv writes the
     hypervolume rows (or the history rows, with a study column) and the reference point.
     """
-    from tnas.search.query import compare_fronts, front_history, pareto_rows, study_objectives
+    from tnas.search.query import (
+        compare_fronts,
+        front_history,
+        pareto_rows,
+        predicted_objectives,
+        study_objectives,
+    )
     from tnas.search.reference import describe_reference, parse_reference
 
     study = [study_arg(name) for name in study]
     if plot:
         output_arg(plot, "--plot", new_dirs=False)  # plot_fronts creates no directories
+    if measure is not None:
+        measure_front_command(study[0], storage, measure, ray_address, fmt)
+        return
     db = open_db(storage, create=False)
     if rung is not None:
         from tnas.search.query import rung_front
@@ -936,7 +981,9 @@ def pareto_command(
         if len(study) == 1 and point is None:
             name = study[0]
             rows = front_history(db, name) if history else pareto_rows(db, name)
-            emit(rows, fmt, f"{'front history' if history else 'Pareto front'} of {name}")
+            predicted = {} if history else predicted_objectives(db, name)
+            title = f"{'front history' if history else 'Pareto front'} of {name}"
+            emit_marked(rows, predicted, fmt, title)
             return
         compared, reference, source = compare_fronts(db, study, point)
         line = describe_reference(reference, study_objectives(db, study[0]), source)
@@ -957,6 +1004,22 @@ def pareto_command(
         print_rows(rows, f"{'front history' if history else 'Pareto front'} of {name}")
     print_rows(compared, "hypervolume on one reference point")
     console.print(line)
+
+
+def measure_front_command(study: str, storage, target: str, address, fmt: str) -> None:
+    """`tnas pareto STUDY --measure TARGET`: each front member's latency measured on TARGET
+    beside the stored value, and a line with the error's summary."""
+    from tnas.launch import measure_front
+
+    try:
+        rows, summary = measure_front(study, target, storage=storage, ray_address=address)
+    except (LookupError, ValueError) as err:
+        raise fail(one_line(err)) from None
+    if fmt != "table":
+        emit(rows, fmt, "")
+        return
+    print_rows(rows, f"Pareto front of {study}, measured on {target}")
+    console.print(summary, soft_wrap=True)
 
 
 def listen_problem(host: str, port: int) -> str | None:
@@ -1015,37 +1078,224 @@ def dashboard_command(
 @predictors_app.command("calibrate")
 def predictors_calibrate(
     space: str = typer.Option("simq", help="YAML file or preset name"),
-    device: str = typer.Option("cpu", help="cpu or cuda"),
+    task: str = typer.Option(
+        None, help="adapt configs to this task as a search's trials are (its study's --task) [none]"
+    ),
+    device: str = typer.Option(
+        "cpu", help="cpu, cuda, or node:RESOURCE (the Ray node that offers that custom resource)"
+    ),
+    node_device: str = typer.Option("cpu", help="torch device on the node (--device node:...)"),
     budget: int = typer.Option(200, help="at most this many measurements"),
-    batch: int = typer.Option(1, help="sequences per forward"),
-    seq: int = typer.Option(128, help="tokens per sequence"),
+    batch: int = typer.Option(None, help="sequences per forward [1, as a search]"),
+    seq: int = typer.Option(
+        None, "--seq-len", "--seq", help="tokens per sequence [128 or max_seq_len, as a search]"
+    ),
+    repeats: int = typer.Option(None, help="timed repetitions [20, as a search]"),
+    warmup: int = typer.Option(None, help="untimed forwards before timing [3, as a search]"),
+    threads: int = typer.Option(None, help="torch threads while timing [1, as a search]"),
     seed: int = typer.Option(0, help="seed for the sampled configs"),
+    ray_address: str = typer.Option(None, help="the Ray cluster of --device node: [RAY_ADDRESS]"),
     out: str = typer.Option("latency.json", help="where to write the table (JSON)"),
 ):
-    """Measure a per-block latency table for a space on this device."""
+    """Measure a per-block latency table for a space on this device, or on the Ray node that
+    offers a custom resource (`--device node:RESOURCE`), with a search's measurement protocol
+    unless the options say otherwise; the table records its protocol and space."""
     from tnas.nn.quant import UnsupportedQuantization
-    from tnas.workers.calibrate import calibrate
+    from tnas.workers.backend import ProfileSettings
+    from tnas.workers.calibrate import calibrate_on
     from tnas.workers.profile import check_device
+    from tnas.workers.target import Target
 
+    on_node = device.partition(":")[0] == "node"
+    target = target_arg(device) if on_node else Target()
     try:
-        check_device(device)
+        check_device(node_device if on_node else device)
     except ValueError as err:
-        raise fail(str(err)) from None
+        also = "" if on_node else " (or node:RESOURCE, a Ray node's custom resource)"
+        raise fail(f"{'--node-device: ' if on_node else ''}{err}{also}") from None
     output_arg(out, "--out", new_dirs=False)  # before measuring: LatencyTable.save makes no dirs
     int_arg(seed, "--seed")
+    int_arg(budget, "--budget", least=2)
+    protocol = ProfileSettings()  # a search's defaults: one source for both
+    options = {
+        "device": node_device if on_node else device,
+        "budget": budget,
+        "batch": int_arg(protocol.batch if batch is None else batch, "--batch", least=1),
+        "seq_len": int_arg(protocol.seq_len if seq is None else seq, "--seq-len", least=1),
+        "seed": seed,
+        "repeats": int_arg(protocol.repeats if repeats is None else repeats, "--repeats", 1),
+        "warmup": int_arg(protocol.warmup if warmup is None else warmup, "--warmup"),
+        "threads": int_arg(protocol.threads if threads is None else threads, "--threads", 1),
+        "task": task,
+    }
+    if task is not None:
+        from tnas.workers.tasks import parse_task
+
+        try:
+            parse_task(task)
+        except (ValueError, TypeError) as err:
+            raise fail(f"--task: {one_line(err)}") from None
     loaded = open_space(space)
     try:
-        table = calibrate(loaded, device=device, budget=budget, batch=batch, seq_len=seq, seed=seed)
+        table = calibrate_on(target, loaded, ray_address, **options)
     except (UnsupportedQuantization, *USER_ERRORS) as err:
         raise fail(str(err)) from None
     try:
         table.save(out)
     except OSError as err:  # removed or filled since the check: one line, not a traceback
         raise fail(f"cannot write {out}: {err.strerror or err}") from None
-    console.print(
+    typer.echo(
         f"wrote {out}: {len(table.entries)} blocks, {len(table.full_models)} whole models, "
-        f"{table.measurements} measurements on device {table.device_id}"
+        f"{table.measurements} measurements"
     )
+    typer.echo(f"device {table.device_id} on {where_text(target.text, table.node_ip)}")
+    typer.echo(f"protocol: {protocol_text(table.protocol)}; task {table.task or 'none'}")
+
+
+def where_text(target: str, node_ip: str | None) -> str:
+    """`local`, or `node:dev (10.0.0.7)`: where a measurement ran."""
+    return f"{target} ({node_ip})" if node_ip else target
+
+
+def protocol_text(protocol: dict | None) -> str:
+    """`batch 1, seq_len 128, repeats 20, warmup 3, threads 1`, or `none recorded`."""
+    if protocol is None:
+        return "none recorded"
+    return ", ".join(f"{name} {value}" for name, value in protocol.items())
+
+
+def percent(fraction: float, digits: int = 1) -> str:
+    """`0.123` as `12.3 %`."""
+    return f"{fraction * 100:.{digits}f} %"
+
+
+def open_table(path: str):
+    """A `LatencyTable` from a file; a missing, corrupt or foreign file is one line."""
+    from tnas.predictors.latency import LatencyTable
+
+    try:
+        return LatencyTable.load(path)
+    except ValueError as err:
+        raise fail(str(err)) from None
+
+
+def table_space(table, spec: str | None) -> DesignSpace:
+    """`--space`, else the space the table was calibrated on (a preset's name), checked to be
+    the one the table was calibrated on."""
+    if spec is None:
+        if table.space is None:
+            raise fail(f"{table.name} does not record its design space: pass --space")
+        spec = table.space["name"]
+        try:
+            loaded = load_space(spec)
+        except (*USER_ERRORS, OSError):
+            raise fail(
+                f"{table.name} was calibrated on space {shown(spec)}, not a preset: pass its "
+                "YAML file with --space"
+            ) from None
+    else:
+        loaded = open_space(spec)
+    try:
+        table.check_space(loaded.name, loaded.digest)
+    except ValueError as err:
+        raise fail(str(err)) from None
+    return loaded
+
+
+def target_arg(text: str):
+    """`--on`: a `Target`, or one line naming the two valid forms."""
+    from tnas.workers.target import Target
+
+    try:
+        return Target.parse(text)
+    except ValueError as err:
+        raise fail(str(err)) from None
+
+
+@predictors_app.command("adapt")
+def predictors_adapt(
+    table: str = typer.Argument(..., help="a latency table (JSON) from tnas predictors calibrate"),
+    on: str = typer.Option("local", help="where to measure: local, or node:RESOURCE (a Ray node)"),
+    measurements: int = typer.Option(10, help="whole models to measure on the target"),
+    out: str = typer.Option(..., help="where to write the adapted table (JSON)"),
+    space: str = typer.Option(None, help="YAML file or preset name [the table's space]"),
+    seed: int = typer.Option(2, help="seed for the sampled configs"),
+    device: str = typer.Option(None, help="torch device on the target, cpu or cuda [the table's]"),
+    ray_address: str = typer.Option(None, help="the Ray cluster of --on node: [RAY_ADDRESS]"),
+):
+    """Move a latency table to another device from a few whole models measured there, under
+    the table's protocol: fresh configs of its space, a least-squares scale and offset per
+    mixer (`LatencyPredictor.adapt`), and the measurements kept as the new table's whole
+    models."""
+    from tnas.nn.quant import UnsupportedQuantization
+    from tnas.workers.calibrate import adapt_table
+
+    loaded = open_table(table)
+    target = target_arg(on)
+    int_arg(measurements, "--measurements", least=1)
+    int_arg(seed, "--seed")
+    output_arg(out, "--out", new_dirs=False)
+    chosen = table_space(loaded, space)
+    if device is not None and device not in ("cpu", "cuda"):
+        raise fail(f"unknown device {shown(device)}; valid: cpu, cuda")
+    try:
+        moved, summary = adapt_table(
+            loaded, target, chosen, measurements, seed, device=device, address=ray_address
+        )
+    except (UnsupportedQuantization, *USER_ERRORS) as err:
+        raise fail(str(err)) from None
+    try:
+        moved.save(out)
+    except OSError as err:
+        raise fail(f"cannot write {out}: {err.strerror or err}") from None
+    where = where_text(target.text, summary["node_ip"])
+    typer.echo(f"wrote {out}: device {summary['device_id']} on {where}")
+    typer.echo(
+        f"{summary['measurements']} measurements, MAPE on them {percent(summary['mape_before'])} "
+        f"before adapting, {percent(summary['mape_after'])} after"
+    )
+
+
+@predictors_app.command("check")
+def predictors_check(
+    table: str = typer.Argument(..., help="a latency table (JSON) from tnas predictors calibrate"),
+    on: str = typer.Option("local", help="where to measure: local, or node:RESOURCE (a Ray node)"),
+    configs: int = typer.Option(20, help="fresh configs to measure and predict"),
+    seed: int = typer.Option(1, help="seed for the sampled configs (calibrate's default is 0)"),
+    space: str = typer.Option(None, help="YAML file or preset name [the table's space]"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON, with every config's ms"),
+    ray_address: str = typer.Option(None, help="the Ray cluster of --on node: [RAY_ADDRESS]"),
+):
+    """How well a latency table predicts a device: fresh configs of its space (none it measured
+    whole) measured on the target under the table's protocol, against its predictions: MAPE,
+    the share within ±10 % and Kendall τ."""
+    from tnas.nn.quant import UnsupportedQuantization
+    from tnas.workers.calibrate import check_table
+
+    loaded = open_table(table)
+    target = target_arg(on)
+    int_arg(configs, "--configs", least=2)
+    int_arg(seed, "--seed")
+    chosen = table_space(loaded, space)
+    try:
+        report = check_table(loaded, target, chosen, configs, seed, address=ray_address)
+    except (UnsupportedQuantization, *USER_ERRORS) as err:
+        raise fail(str(err)) from None
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    where = where_text(target.text, report["node_ip"])
+    typer.echo(f"{table} on {where}, device {report['device_id']}")
+    typer.echo(f"{report['configs']} fresh configs of {chosen.name} (seed {seed}) measured:")
+    typer.echo(
+        f"MAPE {percent(report['mape'])}, {percent(report['within_10pct'], 0)} within ±10 %, "
+        f"Kendall τ {report['kendall_tau']:.2f}"
+    )
+    if report["device_id"] != report["table_device_id"]:
+        typer.echo(
+            f"note: the table is of device {report['table_device_id']}; tnas predictors adapt "
+            "moves it to this one"
+        )
 
 
 @predictors_app.command("report")

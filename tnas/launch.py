@@ -199,6 +199,78 @@ def record_curves(
     return sum(row["status"] == "ok" for row in rows.values())
 
 
+def measure_front(
+    study: str, target: str, storage: str | None = None, ray_address: str | None = None
+) -> tuple[list[dict], str]:
+    """Measure the latency of the members of a study's front for real on `target` (`local`, or
+    `node:RESOURCE`: the device's Ray node), under the study's measurement protocol, beside the
+    stored value of its latency objective (the first predicted one, else `latency_ms`). Returns
+    rows (number, the stored objective, `measured_ms`, `error_pct`, device) and one summary
+    line: the mean absolute percentage error and the share within +-10 %. The weights are
+    fresh (a front member's trained weights are not kept); latency does not depend on them.
+    `LookupError` for an unknown study, `ValueError` for a bad target, one line each."""
+    from tnas.search.query import pareto_rows, predicted_objectives, study_settings
+    from tnas.workers.backend import ProfileSettings
+    from tnas.workers.calibrate import task_adapter
+    from tnas.workers.target import Target, check_target, measure
+
+    where = Target.parse(target)
+    db = open_database(storage, create=False)
+    try:
+        rows = pareto_rows(db, study)
+        predicted = predicted_objectives(db, study)
+        settings = study_settings(db, study)
+    finally:
+        db.close()
+    if not rows:
+        raise LookupError(f"study {study!r} has no front yet")
+    names = settings.objective_names
+    latencies = [name for name in names if name.startswith("latency_ms")]
+    stored = next(iter(predicted), latencies[0] if latencies else None)
+    run = RunSpec.build(settings.run) if settings.run else RunSpec()
+    protocol = ProfileSettings(
+        batch=run.profile_batch,
+        seq_len=run.profile_seq_len,
+        repeats=run.profile_repeats,
+        warmup=run.profile_warmup,
+        threads=run.profile_threads,
+    )
+    adapt = task_adapter(run.task)  # the model a trial deploys: the task's sequence length
+    configs = [adapt(ArchConfig.from_dict(row["config"])) for row in rows]
+    connected = check_target(where, ray_address)
+    try:
+        results = measure(where, configs, protocol)
+    finally:
+        if connected:
+            import ray
+
+            ray.shutdown()
+    measured_rows, errors = [], []
+    for row, result in zip(rows, results, strict=True):
+        line = {"number": row["number"]}
+        if stored is not None:
+            line[stored] = row[stored]
+        ms = result.get("metrics", {}).get("latency_ms")
+        line["measured_ms"] = ms
+        error = None
+        if ms is not None and stored is not None and ms > 0:
+            error = 100.0 * (row[stored] - ms) / ms
+            errors.append(abs(error))
+        line["error_pct"] = error
+        line["device"] = (result.get("fingerprint") or {}).get("id") or result.get("error")
+        measured_rows.append(line)
+    if errors:
+        within = sum(e <= 10.0 for e in errors)
+        summary = (
+            f"{len(errors)} front members measured on {where.text}: {stored} is off by "
+            f"{sum(errors) / len(errors):.1f}% on average (MAPE); {within} of {len(errors)} "
+            f"within +-10% ({within / len(errors):.0%})"
+        )
+    else:
+        summary = f"{len(results)} front members measured on {where.text}; nothing to compare"
+    return measured_rows, summary
+
+
 def open_database(storage: str | None, create: bool = True) -> Database:
     """The study database at `storage` (a URL or a .db file; default `$TNAS_STORAGE`, else
     `sqlite:///tnas.db`); `StorageError` in one line if it cannot be used. With
@@ -221,8 +293,10 @@ def search(
     plan = prepare(spec)
     spec = plan.spec
     db = open_database(spec.storage)
+    connected = False
     try:
         live = check_live(db, spec.study_name, join)
+        connected = check_latency_nodes(spec)  # before the study is written
         study = runs.open_study(spec, db, plan.space)
         with Heartbeat(db, spec.study_name) as heartbeat:
             adopt = bool(spec.fidelity)
@@ -260,6 +334,25 @@ def search(
         raise StorageError(redact_url(str(err))) from None
     finally:
         db.close()
+        if connected:
+            import ray
+
+            ray.shutdown()
+
+
+def check_latency_nodes(spec: RunSpec) -> bool:
+    """Connect to Ray if a `node:` latency source needs it, and refuse a source whose resource
+    no node offers, in one `RunError` line; True if Ray was started or joined here."""
+    from tnas.workers.target import Target, check_target
+
+    connected = False
+    for source in spec.latency_sources:
+        if source.kind == "node":
+            try:
+                connected |= check_target(Target(source.target), spec.ray_address)
+            except ValueError as err:
+                raise RunError(f"--latency {source.text}: {err}") from None
+    return connected
 
 
 def prepare(spec: RunSpec) -> Plan:
@@ -303,12 +396,20 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
     replay_spec = spec.evaluator
     if replay_spec and spec.supernet:
         raise RunError(f"--supernet evaluates configs itself; it cannot go with {replay_spec}")
+    sources = spec.latency_sources
+    nodes = [source for source in sources if source.kind == "node"]
+    if nodes and (replay_spec or spec.supernet):
+        what = "a replay table" if replay_spec else "--supernet"
+        raise RunError(
+            f"--latency {nodes[0].kind}:{nodes[0].target} profiles trained models on a Ray node; "
+            f"{what} trains none (use measured or table:FILE)"
+        )
     if replay_spec:
         replay = parse_replay(replay_spec, space, slots=max(1, spec.workers), seed=spec.seed)
         if spec.fidelity:  # the table's learning curves answer each rung
             replay.follow_rungs(spec.rungs.steps)
         names = {name for row in replay.rows.values() for name in row["metrics"]}
-        return (lambda: replay), names
+        return with_latency_sources(spec, space, lambda: replay, names)
     from tnas.workers.backend import ProfileSettings, TrialJob, WorkerCache
     from tnas.workers.train import Budget
 
@@ -319,14 +420,19 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
         warmup=spec.profile_warmup,
         threads=spec.profile_threads,
     )
+    # where the workers measure latency: this worker (measured) or a node; tables predict
+    targets = tuple((s.name, s.target) for s in sources if s.kind != "table")
+    primary = sources[0].name if sources[0].kind != "table" else None
     cache = WorkerCache()
     if spec.supernet:
         job = supernet_job(spec, space, profile, cache)
     elif spec.fidelity:
-        job = fidelity_job(spec, profile)
+        job = fidelity_job(spec, profile, targets, primary)
     else:
         budget = Budget(steps=spec.steps, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed)
-        job = TrialJob(task=spec.task, budget=budget, profile=profile)
+        job = TrialJob(
+            task=spec.task, budget=budget, profile=profile, targets=targets, primary=primary
+        )
 
     def start():
         from tnas.workers.backend import InlineEvaluator
@@ -341,10 +447,59 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
             job, workers=spec.workers, address=spec.ray_address, trial_timeout=spec.trial_timeout
         )
 
-    return start, job.metric_names()
+    return with_latency_sources(spec, space, start, job.metric_names())
 
 
-def fidelity_job(spec: RunSpec, profile):
+def with_latency_sources(
+    spec: RunSpec, space: DesignSpace, start: Callable[[], object], names: set[str]
+) -> tuple[Callable[[], object], set[str]]:
+    """`start` and the metric `names` of an evaluator, with the run's `table:` latency sources
+    predicted on top (`PredictedLatency`), each table opened and checked now; as they are
+    when the run has none."""
+    from tnas.search.latency import METRIC
+
+    sources = spec.latency_sources
+    tables = [source for source in sources if source.kind == "table"]
+    measured = tuple(s.name for s in sources if s.kind == "measured")
+    if not tables and (measured == ("local",) and len(sources) == 1 or METRIC not in names):
+        return start, names
+    from tnas.workers.calibrate import task_adapter
+    from tnas.workers.predicted import PredictedLatency, open_table
+
+    protocol = {
+        "batch": spec.profile_batch,
+        "seq_len": spec.profile_seq_len,
+        "repeats": spec.profile_repeats,
+        "warmup": spec.profile_warmup,
+        "threads": spec.profile_threads,
+    }
+    opened = {}
+    for source in tables:
+        try:
+            opened[source.name] = (
+                source.target,
+                open_table(source.target, protocol, space.name, space.digest, spec.task),
+            )
+        except ValueError as err:
+            raise RunError(one_line(err)) from None
+    primary = sources[0].name if sources[0].kind == "table" else None
+
+    adapt = task_adapter(spec.task) if tables else None
+
+    def start_predicted():
+        return PredictedLatency(
+            start(), opened, primary, spec.profile_batch, spec.profile_seq_len, measured, adapt
+        )
+
+    names = set(names) | {source.metric for source in tables}
+    if METRIC in names:
+        names |= {f"{METRIC}@{name}" for name in measured}
+    if primary is not None:
+        names.add(METRIC)
+    return start_predicted, names
+
+
+def fidelity_job(spec: RunSpec, profile, targets=(("local", None),), primary="local"):
     """The job of a multi-fidelity run: each submission trains one rung of a trial, from its
     checkpoint in `checkpoint_dir` (default `$TNAS_CHECKPOINT_DIR`, else `./tnas-checkpoints`,
     made when the search starts; on a cluster, a folder every worker shares)."""
@@ -363,6 +518,8 @@ def fidelity_job(spec: RunSpec, profile):
         profile=profile,
         study=spec.study_name,
         keep_checkpoints=spec.keep_checkpoints,
+        targets=targets,
+        primary=primary,
     )
 
 

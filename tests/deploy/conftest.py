@@ -1,7 +1,8 @@
 """Fixtures for the deployment tests: the docker-compose topology on this machine, as
 `scripts/cluster` starts it (PostgreSQL on 127.0.0.1, a Ray head on 127.0.0.2 and a Ray worker
-on 127.0.0.3, one CPU each), search drivers run as `tnas` processes, and a run of tiny real
-trials. Every process a test starts is stopped by a finalizer, also when the test fails."""
+on 127.0.0.3, one CPU each; the worker is also a latency target, resource `edge`), search
+drivers run as `tnas` processes, and a run of tiny real trials. Every process a test starts is
+stopped by a finalizer, also when the test fails."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from tnas.space import load_space
 ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_SCRIPT = ROOT / "scripts" / "cluster"
 WORKER_IP = "127.0.0.3"
+TARGET = "edge"  # the worker node's custom resource: the latency target device
 HEAD_IP = "127.0.0.2"
 # Generous: two cores shared with other jobs; a condition is polled, never slept for.
 LIMIT_S = 300
@@ -64,8 +66,9 @@ class LocalCluster:
         return done.stdout
 
     def up(self) -> None:
-        """Start whatever part is down; read the addresses it prints."""
-        lines = self.run("up").splitlines()
+        """Start whatever part is down; read the addresses it prints. The worker node offers
+        the custom resource `edge` (a latency target, `--latency node:edge`)."""
+        lines = self.run("up", "--worker-resources", json.dumps({TARGET: 1})).splitlines()
         self.env = dict(line.removeprefix("export ").split("=", 1) for line in lines)
 
     @property

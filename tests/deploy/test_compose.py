@@ -21,6 +21,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
 SERVICES = {"postgres", "migrate", "ray-head", "ray-worker", "ray-worker-gpu", "optuna-dashboard"}
 RUNNER = "tnas"
+TARGET = "ray-target"
 WORKERS = ("ray-worker", "ray-worker-gpu")
 SECRET_NAME = re.compile(r"PASSWORD|TOKEN|SECRET", re.IGNORECASE)
 # A variable that compose must be given: ${NAME:?message} or ${NAME?message}.
@@ -76,6 +77,7 @@ def compose():
                 "-f", str(COMPOSE_FILE),
                 "--profile", "gpu",
                 "--profile", "runner",
+                "--profile", "target",
                 *args,
             ],
             capture_output=True, text=True, timeout=120, env=clean | env,
@@ -107,7 +109,7 @@ def test_published_ports_bind_loopback_unless_configured(compose, bind):
     result = compose("config", "--format", "json", **env)
     assert result.returncode == 0, result.stderr
     services = json.loads(result.stdout)["services"]
-    assert set(services) == SERVICES | {RUNNER}
+    assert set(services) == SERVICES | {RUNNER, TARGET}
     holding_the_password = {
         (name, key)
         for name, service in services.items()
@@ -129,13 +131,21 @@ def test_published_ports_bind_loopback_unless_configured(compose, bind):
 
 def test_services(spec):
     services = spec["services"]
-    assert set(services) == SERVICES | {RUNNER}
+    assert set(services) == SERVICES | {RUNNER, TARGET}
     assert services["ray-worker-gpu"]["profiles"] == ["gpu"]
     assert services[RUNNER]["profiles"] == ["runner"]
+    assert services[TARGET]["profiles"] == ["target"]
     assert all("profiles" not in services[name] for name in SERVICES - {"ray-worker-gpu"})
     assert "--head" in " ".join(services["ray-head"]["command"])
     for name in WORKERS:
         assert "--address=ray-head:6379" in " ".join(services[name]["command"])
+
+
+def test_a_target_node_trains_nothing_and_offers_its_resource(spec):
+    command = " ".join(spec["services"][TARGET]["command"])
+    assert "--address=${RAY_HEAD:-ray-head}:6379" in command
+    assert "--num-cpus=0" in command
+    assert '--resources={"${TNAS_TARGET:-target}": 1}' in command
 
 
 @pytest.mark.parametrize("name", WORKERS)

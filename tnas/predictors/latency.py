@@ -7,6 +7,11 @@ final norm, head) keyed by `overhead_key`, and a few whole-model measurements. A
 residual correction learned from the whole-model measurements. `tnas.workers.calibrate` fills
 the table with real measurements.
 
+A table also records how it was measured: its `protocol` (batch, seq_len, repeats, warmup,
+threads), the design space it was calibrated on (`space`: name and digest) and when
+(`calibrated`). A latency is only comparable with one measured the same way, so
+`check_protocol` and `check_space` refuse, in one line, a table measured otherwise.
+
 >>> from tnas.space import ArchConfig, LayerConfig
 >>> cfg = ArchConfig(d_model=32, n_layers=2, vocab_size=64, max_seq_len=16,
 ...                  layers=(LayerConfig(ffn_dim=64), LayerConfig(ffn_dim=64, bits=8)))
@@ -26,11 +31,13 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from tnas.predictors.selection import kendall_tau, mape
 from tnas.space.config import ArchConfig, LayerConfig
+from tnas.space.errors import one_line, shown
 
 DEFAULT_SEQ_LEN = 128
 BLOCK_KEY_FIELDS = (
@@ -49,6 +56,8 @@ BLOCK_KEY_FIELDS = (
     "seq_len",
     "head_dim",  # last, so the positions above stay those of tables written before it
 )
+PROTOCOL_FIELDS = ("batch", "seq_len", "repeats", "warmup", "threads")
+PROTOCOL_OPTIONS = {"seq_len": "--seq-len"}  # the calibrate option of a field, if not --FIELD
 OVERHEAD_KEY_FIELDS = (
     "d_model",
     "vocab_size",
@@ -96,8 +105,13 @@ def overhead_key(config: ArchConfig, batch: int, seq_len: int) -> tuple:
 
 
 def default_seq_len(config: ArchConfig, seq_len: int | None) -> int:
-    """`seq_len`, or 128 capped at `max_seq_len` when None (as `profile` does)."""
-    return min(DEFAULT_SEQ_LEN, config.max_seq_len) if seq_len is None else seq_len
+    """`seq_len` (128 when None) cut to the config's `max_seq_len`, as a study's
+    `ProfileSettings` cuts it: the tokens a measurement of `config` runs on.
+
+    >>> default_seq_len(ArchConfig(max_seq_len=64), 128), default_seq_len(ArchConfig(), None)
+    (64, 128)
+    """
+    return min(DEFAULT_SEQ_LEN if seq_len is None else seq_len, config.max_seq_len)
 
 
 @dataclass
@@ -109,8 +123,25 @@ class LatencyTable:
     - `full_models`: `[(config_json, batch, seq_len, ms)]`, whole-model `profile` latencies
       that `LatencyPredictor` fits its residual correction on.
     - `fingerprint`: the `device_fingerprint` dict, when known.
+    - `protocol`: `{"batch", "seq_len", "repeats", "warmup", "threads"}` it was measured with
+      (`seq_len` before each config's `max_seq_len` cuts it), None in tables older than it.
+    - `space`: `{"name", "digest"}` of the `DesignSpace` it was calibrated on, or None.
+    - `task`: the task spec (`digits,tokens=patch`) whose vocabulary, sequence length and head
+      the configs were adapted to, as a search's trials are; None: the space's configs as
+      they are.
+    - `calibrated`: when it was measured (UTC, ISO 8601), or None.
+    - `node_ip`: the Ray node it was measured on, None when measured in the caller's process.
 
     Stored as plain JSON (`save`/`load`); keys become lists there and tuples again on load.
+    `source` is the file it was loaded from, for messages (not stored, not compared).
+
+    >>> table = LatencyTable("cpu0", protocol={"batch": 1, "seq_len": 128, "repeats": 10,
+    ...                                        "warmup": 3, "threads": 1})
+    >>> table.check_protocol({"batch": 1, "seq_len": 128, "repeats": 20, "warmup": 3,
+    ...                       "threads": 1})
+    Traceback (most recent call last):
+    ...
+    ValueError: this latency table was calibrated with repeats 10; this study measures with ...
     """
 
     device_id: str
@@ -118,15 +149,31 @@ class LatencyTable:
     overhead: dict[tuple, float] = field(default_factory=dict)
     full_models: list[tuple[str, int, int, float]] = field(default_factory=list)
     fingerprint: dict | None = None
+    protocol: dict | None = None
+    space: dict | None = None
+    task: str | None = None
+    calibrated: str | None = None
+    node_ip: str | None = None
+    source: str = field(default="", compare=False, repr=False)
 
     @property
     def measurements(self) -> int:
         return len(self.entries) + len(self.overhead) + len(self.full_models)
 
+    @property
+    def name(self) -> str:
+        """How messages name the table: `latency table FILE`, or `this latency table`."""
+        return f"latency table {one_line(self.source)}" if self.source else "this latency table"
+
     def to_dict(self) -> dict:
         return {
             "device_id": self.device_id,
             "fingerprint": self.fingerprint,
+            "protocol": self.protocol,
+            "space": self.space,
+            "task": self.task,
+            "calibrated": self.calibrated,
+            "node_ip": self.node_ip,
             "entries": [[list(key), ms] for key, ms in self.entries.items()],
             "overhead": [[list(key), ms] for key, ms in self.overhead.items()],
             "full_models": [list(row) for row in self.full_models],
@@ -134,15 +181,29 @@ class LatencyTable:
 
     @classmethod
     def from_dict(cls, data: dict) -> LatencyTable:
-        return cls(
-            device_id=data["device_id"],
-            entries={_upgrade(tuple(key)): float(ms) for key, ms in data["entries"]},
-            overhead={tuple(key): float(ms) for key, ms in data["overhead"]},
-            full_models=[
-                (str(c), int(b), int(t), float(ms)) for c, b, t, ms in data["full_models"]
-            ],
-            fingerprint=data.get("fingerprint"),
-        )
+        """The table `to_dict` gave; a `ValueError` (one line) for data of another shape.
+        Tables written before `protocol`, `space`, `calibrated` and `node_ip` load with None."""
+        if not isinstance(data, dict):
+            raise ValueError(f"not a latency table: a JSON {type(data).__name__}, not an object")
+        try:
+            return cls(
+                device_id=str(data["device_id"]),
+                entries={_upgrade(tuple(key)): float(ms) for key, ms in data["entries"]},
+                overhead={tuple(key): float(ms) for key, ms in data["overhead"]},
+                full_models=[
+                    (str(c), int(b), int(t), float(ms)) for c, b, t, ms in data["full_models"]
+                ],
+                fingerprint=_optional(data, "fingerprint", dict),
+                protocol=_protocol(data.get("protocol")),
+                space=_space(data.get("space")),
+                task=_optional(data, "task", str),
+                calibrated=_optional(data, "calibrated", str),
+                node_ip=_optional(data, "node_ip", str),
+            )
+        except KeyError as err:
+            raise ValueError(f"not a latency table: no field {err}") from None
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"not a latency table: {one_line(err)}") from None
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
@@ -156,7 +217,112 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:
-        return cls.from_json(Path(path).read_text())
+        """The table in the JSON file `path`. A missing or unreadable file, a file that is not
+        JSON, or JSON that is not a latency table is a one-line `ValueError` naming the file."""
+        name = one_line(str(path))  # the whole name: it is what the user has to find
+        try:
+            text = Path(path).read_text()
+        except OSError as err:
+            raise ValueError(f"latency table {name}: {err.strerror or one_line(err)}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"latency table {name} is not JSON (not UTF-8 text)") from None
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(
+                f"latency table {name} is not JSON (line {err.lineno}: {err.msg})"
+            ) from None
+        except RecursionError:
+            raise ValueError(f"latency table {name} is not JSON (nested too deep)") from None
+        try:
+            table = cls.from_dict(data)
+        except ValueError as err:
+            raise ValueError(f"latency table {name}: {err}") from None
+        table.source = str(path)
+        return table
+
+    def check_protocol(self, protocol: dict[str, Any]) -> None:
+        """Refuse, with a one-line `ValueError`, a table measured with another protocol than
+        `protocol` (`{"batch", "seq_len", "repeats", "warmup", "threads"}`, a study's
+        `ProfileSettings`), naming each field that differs and the options to calibrate it
+        again with; also a table older than protocols, which cannot tell."""
+        if self.protocol is None:
+            raise ValueError(
+                f"{self.name} predates measurement protocols (it does not record its batch, "
+                "seq_len, repeats, warmup or threads): calibrate it again with tnas predictors "
+                "calibrate"
+            )
+        differ = [name for name in PROTOCOL_FIELDS if self.protocol.get(name) != protocol[name]]
+        if not differ:
+            return
+
+        def values(source: dict) -> str:
+            return ", ".join(f"{name} {source.get(name)}" for name in differ)
+
+        options = " ".join(
+            f"{PROTOCOL_OPTIONS.get(name, '--' + name)} {protocol[name]}" for name in differ
+        )
+        raise ValueError(
+            f"{self.name} was calibrated with {values(self.protocol)}; this study measures with "
+            f"{values(protocol)}: calibrate it again with {options}"
+        )
+
+    def check_task(self, task: str | None) -> None:
+        """Refuse, with a one-line `ValueError`, a table whose configs were adapted to another
+        task than `task` (its sequence length and vocabulary change every latency)."""
+        if self.task != task:
+            calibrated = f"task {self.task}" if self.task else "no task (the space's configs)"
+            raise ValueError(
+                f"{self.name} was calibrated for {calibrated}, not for task {task}: calibrate "
+                f"it again with --task {task}"
+            )
+
+    def check_space(self, name: str, digest: str) -> None:
+        """Refuse, with a one-line `ValueError`, a table calibrated on another design space than
+        the one named `name` with `digest` (`DesignSpace.digest`), or on an unrecorded one."""
+        if self.space is None:
+            raise ValueError(
+                f"{self.name} predates recorded design spaces (it does not say which space it "
+                f"was calibrated on): calibrate it again with tnas predictors calibrate --space "
+                f"{name}"
+            )
+        if self.space["digest"] != digest:
+            raise ValueError(
+                f"{self.name} is a table for another space: calibrated on "
+                f"{self.space['name']} (digest {self.space['digest']}), not on {name} "
+                f"(digest {digest}): calibrate it again with --space {name}"
+            )
+
+
+def _optional(data: dict, name: str, kind: type) -> Any:
+    value = data.get(name)
+    if value is not None and not isinstance(value, kind):
+        raise ValueError(f"{name} must be a {kind.__name__} or null, got {shown(value)}")
+    return value
+
+
+def _protocol(value: object) -> dict | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(PROTOCOL_FIELDS):
+        raise ValueError(f"protocol must hold {', '.join(PROTOCOL_FIELDS)}, got {shown(value)}")
+    if not all(
+        v is None or (isinstance(v, int) and not isinstance(v, bool)) for v in value.values()
+    ):
+        raise ValueError(f"protocol values must be integers, got {shown(value)}")
+    return {name: value[name] for name in PROTOCOL_FIELDS}
+
+
+def _space(value: object) -> dict | None:
+    if value is None:
+        return None
+    if not (
+        isinstance(value, dict)
+        and set(value) == {"name", "digest"}
+        and all(isinstance(v, str) for v in value.values())
+    ):
+        raise ValueError(f"space must be a name and a digest, got {shown(value)}")
+    return dict(value)
 
 
 def _upgrade(key: tuple) -> tuple:
@@ -335,7 +501,8 @@ class LatencyPredictor:
         (scale 1, offset 0) that explains the measurements, so with fewer measurements than
         parameters the unidentified ones stay near the old device's. Returns a new predictor
         whose table has each entry replaced by scale·ms + offset (`scales`, `offsets` and
-        `overhead_scale` record the fit); its residual starts at zero.
+        `overhead_scale` record the fit) and keeps the old table's `protocol` and `space`; its
+        residual starts at zero.
         """
         mixers = sorted({key[0] for key in self.table.entries})
         columns = [f"scale:{m}" for m in mixers] + [f"offset:{m}" for m in mixers] + ["overhead"]
@@ -366,6 +533,8 @@ class LatencyPredictor:
                 key: scales[key[0]] * ms + offsets[key[0]] for key, ms in self.table.entries.items()
             },
             overhead={key: float(theta[-1]) * ms for key, ms in self.table.overhead.items()},
+            protocol=None if self.table.protocol is None else dict(self.table.protocol),
+            space=None if self.table.space is None else dict(self.table.space),
         )
         adapted = LatencyPredictor(table, alpha=self.alpha)
         adapted.scales, adapted.offsets, adapted.overhead_scale = scales, offsets, float(theta[-1])
@@ -392,6 +561,7 @@ class LatencyPredictor:
 __all__ = [
     "BLOCK_KEY_FIELDS",
     "OVERHEAD_KEY_FIELDS",
+    "PROTOCOL_FIELDS",
     "LatencyPredictor",
     "LatencyTable",
     "block_key",

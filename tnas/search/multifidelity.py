@@ -60,6 +60,7 @@ class FidelityDriver(SearchDriver):
         self.started = 0  # configs started in the study, by any run
         self.pruned = 0
         self.stopped_configs: set[str] = set()
+        self.used_up = False
         self.adopt()
 
     def adopt(self) -> None:
@@ -123,11 +124,12 @@ class FidelityDriver(SearchDriver):
                 number = promotion[0]
                 self.send(number, self.scheduler.promote(number))
                 continue
-            if self.started >= self.n_trials or not self.may_ask(deadline, wasted):
+            if self.started >= self.n_trials or self.used_up or not self.may_ask(deadline, wasted):
                 return
             values, running, *_ = self.recorded()
             started = self.start_new(values, running | self.stopped_configs, key="{number}@0")
-            if started is None:
+            if started is None:  # the pool is used up: promotions only from now on
+                self.used_up = True
                 return
             if started:
                 self.in_flight[started][0].set_user_attr(TARGET_ATTR, 0)
@@ -150,7 +152,7 @@ class FidelityDriver(SearchDriver):
             self.scheduler.report(number, rung, [float(v) for v in values])
         if usable and rung < self.rungs.top:
             self.in_flight.pop(report["key"])
-            for name in ("metrics", "curve", "fingerprint", "timings", "attempts"):
+            for name in ("metrics", "curve", "fingerprint", "timings", "attempts", "latency"):
                 trial.set_user_attr(name, report.get(name))
             self.waiting[number] = (trial, config)
             return

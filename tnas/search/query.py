@@ -480,6 +480,45 @@ def study_settings(db: Database, study_name: str) -> StudySettings:
     return settings
 
 
+def predicted_objectives(db: Database, study_name: str) -> dict[str, dict[str, Any]]:
+    """The objectives of a study whose values are predictions (a `table:` latency source,
+    `tnas.search.latency`), each with where they come from: `{"source", "table", "device",
+    "calibrated"}` (device and date as the trials recorded them). {} for a study that
+    predicts nothing or that tnas did not make; `LookupError` for an unknown study."""
+    from tnas.search.latency import parse_sources, predicted_metrics
+
+    storage = db.optuna_storage()
+    study_id = _study_id(db, study_name)
+    settings = StudySettings.of(
+        storage.get_study_user_attrs(study_id), storage.get_study_directions(study_id)
+    )
+    try:
+        predicted = predicted_metrics(parse_sources(settings.run.get("latency") or []))
+    except ValueError:
+        return {}
+    wanted = {
+        name: source for name, source in predicted.items() if name in settings.objective_names
+    }
+    if not wanted:
+        return {}
+    recorded: dict[str, dict] = {}
+    for trial in reversed(storage.get_all_trials(study_id, deepcopy=False)):
+        latency = trial.user_attrs.get("latency")
+        if isinstance(latency, Mapping):
+            recorded = dict(latency)
+            break
+    found = {}
+    for name, source in wanted.items():
+        where = recorded.get(source.name) if isinstance(recorded.get(source.name), Mapping) else {}
+        found[name] = {
+            "source": source.name,
+            "table": source.target,
+            "device": where.get("device"),
+            "calibrated": where.get("calibrated"),
+        }
+    return found
+
+
 def study_trial(db: Database, study_name: str, number: int):
     """Trial `number` of a study (an Optuna `FrozenTrial`); `LookupError` saying which trial
     numbers exist if there is none."""

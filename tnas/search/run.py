@@ -69,6 +69,7 @@ class RunSpec(BaseModel):
     keep_checkpoints: bool = False
     population_size: int = 16  # NSGA-II/III
     linas_batch: int = 5  # configs per predictor round of `linas`
+    latency: list[str] = ["measured"]  # latency sources (`tnas.search.latency`)
 
     @field_validator("sampler")
     @classmethod
@@ -116,6 +117,22 @@ class RunSpec(BaseModel):
     @classmethod
     def _steps(cls, value: int | None) -> int | None:
         return None if value is None else _in_range(value, 1, MAX_INT)
+
+    @field_validator("latency")
+    @classmethod
+    def _latency(cls, value: list[str]) -> list[str]:
+        from tnas.search.latency import parse_sources
+
+        parse_sources(value)  # a one-line ValueError
+        return value or ["measured"]
+
+    @property
+    def latency_sources(self):
+        """The parsed `latency` sources (`tnas.search.latency.LatencySource`), first the one of
+        plain `latency_ms`."""
+        from tnas.search.latency import parse_sources
+
+        return parse_sources(self.latency)
 
     @field_validator("fidelity")
     @classmethod
@@ -279,8 +296,29 @@ def with_absolute_paths(spec: RunSpec, folder: Path | None = None) -> RunSpec:
     as the study stores them, so that `resume` works from any folder."""
     folder = folder or Path.cwd()
     changes = {key: absolute_path(key, getattr(spec, key), folder) for key in PATH_SETTINGS}
+    tables = [absolute_table(text, folder) for text in spec.latency]
+    if tables != spec.latency:
+        changes["latency"] = tables
     changes = {key: value for key, value in changes.items() if value != getattr(spec, key)}
     return spec.model_copy(update=changes) if changes else spec
+
+
+def absolute_table(text: str, folder: Path) -> str:
+    """A `--latency` source with its table's relative path made absolute from `folder`, named
+    as before (the file's stem), so the name does not change with the path.
+
+    >>> absolute_table("table:edge.json", Path("/runs")), absolute_table("measured", Path("/r"))
+    ('edge=table:/runs/edge.json', 'measured')
+    """
+    from tnas.search.latency import parse_source
+
+    try:
+        source = parse_source(text)
+    except ValueError:
+        return text
+    if source.kind != "table":
+        return text
+    return f"{source.name}=table:{absolute_path('pool', source.target, folder)}"
 
 
 def identity(spec: RunSpec, space: DesignSpace) -> dict:
@@ -312,6 +350,9 @@ def identity(spec: RunSpec, space: DesignSpace) -> dict:
             fixed["steps"] = spec.rungs.steps[-1]
     if not evaluator.startswith("replay:"):
         fixed |= {key: getattr(spec, key) for key in PROTOCOL_SETTINGS}
+    sources = [source.text for source in spec.latency_sources]
+    if sources != ["local=measured"]:  # the default is left out: older studies match it
+        fixed["latency"] = sources
     return fixed
 
 
@@ -477,7 +518,11 @@ def open_study(spec: RunSpec, db, space: DesignSpace):
     # A driver joining a study that already has trials (a resume, a second driver) seeds its
     # sampler past them, so that it does not propose what the first one proposes.
     existing = trials_in_study(storage, name)
-    options = SamplerOptions(population_size=spec.population_size, linas_batch=spec.linas_batch)
+    options = SamplerOptions(
+        population_size=spec.population_size,
+        linas_batch=spec.linas_batch,
+        top_steps=spec.rungs.max_steps if spec.fidelity else None,  # linas learns from rungs
+    )
     sampler = create_sampler(spec.sampler, spec.seed + existing, options, space)
     study = optuna.create_study(
         study_name=name,

@@ -113,13 +113,32 @@ def evaluation_metric_names(task: Task, profiled: bool) -> set[str]:
     return names | set(PROFILE_METRICS) if profiled else names
 
 
+LOCAL = (("local", None),)  # the default latency target: the worker that trained the trial
+
+
+def latency_metric_names(job) -> set[str]:
+    """The latency metrics a job's `targets` add: `latency_ms@NAME` each, and the profile's
+    metrics of its `primary` target (none when the primary latency is predicted elsewhere)."""
+    if job.profile is None:
+        return set()
+    names = {f"latency_ms@{name}" for name, _ in job.targets}
+    return names | set(PROFILE_METRICS) if job.primary is not None else names
+
+
 @dataclass(frozen=True)
 class TrialJob:
-    """What every trial of a run does: the task (a `parse_task` spec), the budget, profiling."""
+    """What every trial of a run does: the task (a `parse_task` spec), the budget, profiling.
+
+    `targets` are where latency is measured with the `profile` protocol, `(name, resource)`
+    each: resource None is this worker, else a Ray node that offers that custom resource
+    (`tnas.workers.target`); each reports `latency_ms@name`. The `primary` target's profile
+    also gives the plain `latency_ms`, `peak_mem_mb`, ... (None: no plain latency here)."""
 
     task: str = "digits"
     budget: Budget = field(default_factory=Budget)
     profile: ProfileSettings | None = field(default_factory=ProfileSettings)
+    targets: tuple[tuple[str, str | None], ...] = LOCAL
+    primary: str | None = "local"
 
     def metric_names(self) -> set[str]:
         """The metric names a successful trial reports, whatever the config's bits.
@@ -129,8 +148,8 @@ class TrialJob:
         """
         from tnas.workers.tasks import parse_task
 
-        names = evaluation_metric_names(parse_task(self.task), self.profile is not None)
-        return names | {"train_loss", "steps", "seconds"}
+        names = evaluation_metric_names(parse_task(self.task), False)
+        return names | latency_metric_names(self) | {"train_loss", "steps", "seconds"}
 
     def run(self, key: str, config: ArchConfig, cache: WorkerCache) -> dict:
         """`run_trial` with the cache's task and stop event."""
@@ -194,6 +213,8 @@ class FidelityJob:
     profile: ProfileSettings | None = field(default_factory=ProfileSettings)
     study: str = ""  # names its checkpoints, so two studies may share a directory
     keep_checkpoints: bool = False
+    targets: tuple[tuple[str, str | None], ...] = LOCAL  # as `TrialJob`'s
+    primary: str | None = "local"
 
     def __post_init__(self):
         rungs = tuple(self.rungs)
@@ -212,7 +233,13 @@ class FidelityJob:
     def metric_names(self) -> set[str]:
         """The metric names a successful rung reports, whatever the config's bits: those of
         the equivalent `TrialJob`."""
-        return TrialJob(task=self.task, budget=self.budget, profile=self.profile).metric_names()
+        return TrialJob(
+            task=self.task,
+            budget=self.budget,
+            profile=self.profile,
+            targets=self.targets,
+            primary=self.primary,
+        ).metric_names()
 
     def checkpoint(self, trial: str, config_hash: str) -> Path:
         """The checkpoint file of trial `trial` (the key without its rung) of `config_hash`."""
@@ -269,8 +296,23 @@ def run_rung(
         measured = result.measured
         if job.profile is not None and not measured:
             profiled: dict = {}
-            fingerprint = profile_into(profiled, timings, result.config, result.model, job.profile)
-            measured = {"metrics": profiled, "fingerprint": fingerprint}
+            try:
+                fingerprint, latency = measure_latency(profiled, timings, result, job)
+            except ProfileFailed as err:
+                curve = result.curve
+                return (
+                    failed(
+                        key,
+                        config,
+                        "profile_failed",
+                        str(err),
+                        metrics=metrics,
+                        curve=curve,
+                        timings=timings,
+                    )
+                    | where
+                )
+            measured = {"metrics": profiled, "fingerprint": fingerprint, "latency": latency}
         if measured:
             metrics |= measured["metrics"]
             fingerprint = measured["fingerprint"]
@@ -283,12 +325,61 @@ def run_rung(
     except Exception as err:
         return failure_report(err, key, config, timings) | where
     report = ok_report(key, config, metrics, result.curve, fingerprint, timings)
+    if measured and measured.get("latency"):
+        report["latency"] = measured["latency"]
     return report | where | {"resumed_from": result.resumed_from}
 
 
 def deployment_device(job: TrialJob | FidelityJob) -> str:
     """Where a trained model runs with its bits: the profiling device, else the training one."""
     return job.profile.device if job.profile is not None else job.budget.device
+
+
+class ProfileFailed(Exception):
+    """A latency target could not profile a trained model (`profile_failed`)."""
+
+
+def measure_latency(metrics: dict, timings: dict, result, job) -> tuple[dict, dict]:
+    """Profile the trained model of `result` on each of `job.targets` with `job.profile`: add
+    `latency_ms@NAME` per target to `metrics`, and the primary target's whole profile
+    (`latency_ms`, `peak_mem_mb`, ...); return the primary's device fingerprint (the training
+    device's when the primary is not measured here) and where each latency came from. A
+    target that cannot profile raises `ProfileFailed`."""
+    from tnas.workers.profile import device_fingerprint
+    from tnas.workers.target import Target, TargetError, measure
+
+    fingerprint = device_fingerprint(job.budget.device)
+    latency: dict = {}
+    for name, resource in job.targets:
+        if resource is None:
+            profiled: dict = {}
+            found = profile_into(profiled, timings, result.config, result.model, job.profile)
+            latency[name] = {"kind": "measured", "device": found["id"]}
+        else:
+            start = time.perf_counter()
+            try:
+                [found_result] = measure(
+                    Target(resource), [result.config], job.profile, models=[result.model]
+                )
+            except TargetError as err:
+                raise ProfileFailed(str(err)) from None
+            if "error" in found_result:
+                raise ProfileFailed(f"node:{resource}: {found_result['error']}")
+            timings[f"profile_{name}_s"] = time.perf_counter() - start
+            profiled, found = found_result["metrics"], found_result["fingerprint"]
+            latency[name] = {
+                "kind": "node",
+                "resource": resource,
+                "node_ip": found_result["node_ip"],
+                "device": found["id"],
+            }
+        metrics[f"latency_ms@{name}"] = profiled["latency_ms"]
+        if name == job.primary:
+            metrics |= profiled
+            fingerprint = found
+    if job.targets == LOCAL and job.primary == "local":
+        latency = {}  # today's default: the trial's own fingerprint says it all
+    return fingerprint, latency
 
 
 def profile_into(metrics: dict, timings: dict, config: ArchConfig, model, settings) -> dict:
@@ -353,12 +444,25 @@ def run_trial(
         start = time.perf_counter()
         metrics = evaluate_quantized(result, task, device)
         timings["quantized_eval_s"] = time.perf_counter() - start
-        fingerprint = device_fingerprint(job.budget.device)
+        fingerprint, latency = device_fingerprint(job.budget.device), {}
         if job.profile is not None:
-            fingerprint = profile_into(metrics, timings, result.config, result.model, job.profile)
+            try:
+                fingerprint, latency = measure_latency(metrics, timings, result, job)
+            except ProfileFailed as err:  # the training is kept with the trial
+                curve = result.curve
+                return failed(
+                    key,
+                    config,
+                    "profile_failed",
+                    str(err),
+                    metrics=metrics,
+                    curve=curve,
+                    timings=timings,
+                )
     except Exception as err:
         return failure_report(err, key, config, timings)
-    return ok_report(key, config, metrics, result.curve, fingerprint, timings)
+    report = ok_report(key, config, metrics, result.curve, fingerprint, timings)
+    return report | {"latency": latency} if latency else report
 
 
 class InlineEvaluator:

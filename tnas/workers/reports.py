@@ -12,8 +12,12 @@ task's metrics, `train_loss`, and the profile's `latency_ms`, `latency_iqr_ms`, 
 `peak_mem_mb`, `params`, `flops` and `model_bytes`. Failure reasons: `nan_loss`,
 `unsupported_quantization`, `out_of_memory`, `timeout`, `worker_died`, `not_recorded` (replay),
 `not_a_submodel` (a Mix'n'Match config outside the supernet), `interrupted` (Ctrl-C or a stop
-request cut its training), `bad_metric` (a metric that is not a finite number), `error`. A
-trial run by the Ray pool also says where it ran: `node_ip`, the address of its Ray node.
+request cut its training), `bad_metric` (a metric that is not a finite number), `profile_failed`
+(the latency target could not profile the trained model; the training's metrics are kept),
+`error`. A trial run by the Ray pool also says where it ran: `node_ip`, the address of its Ray
+node. With latency sources other than the training worker (`tnas.search.latency`), `latency`
+says where each `latency_ms@NAME` came from: `{NAME: {"kind": "measured" | "node" |
+"predicted", "node_ip", "device", ...}}`.
 
 The task's metrics (`accuracy`, `loss`, ...) are those of the model as it runs with each
 layer's `bits` (post-training quantization, `evaluate_quantized`), on the device latency is
@@ -42,6 +46,7 @@ FAILURE_REASONS = (
     "not_a_submodel",
     "interrupted",
     "bad_metric",
+    "profile_failed",
     "error",
 )
 
