@@ -25,10 +25,27 @@ search stores them in the database; `tnas predictors report STUDY` shows them).
 The sampler reads the evaluated trials from the study itself (their `config` user attribute
 and values), so it resumes, and several drivers can share a study. Suggestions go through
 `sample_independent`: the driver calls `DesignSpace.suggest(trial)` as for every sampler.
+
+Multi-fidelity (`top_steps`, the top rung's training steps; `tnas.search.multifidelity`): few
+trials reach the top rung during such a search, so it also learns from the rungs below. Every
+trial with rung results (RUNNING, PRUNED or COMPLETE) is one example: its values at its highest
+rung, with one more feature, the fidelity `log(steps) / log(top_steps)` (1 at the top rung).
+Candidates are predicted at fidelity 1, and the evaluated configs enter the hypervolume of
+step 3 with their measured values moved to the top rung by the predicted gain from their rung
+(prediction at the top minus prediction at their rung). While every example comes from one
+rung the fidelity is constant and left out. The quality report scores the previous round's
+predictors on highest-rung values: the examples new since its fit (a config counts again when
+it reaches a higher rung), each predicted at its own rung; Kendall and Spearman are taken within
+each rung and averaged weighted by its size, so they rank configs, not rungs.
+
+>>> from tnas.space import load_space
+>>> LinasSampler(load_space("simq"), top_steps=162).fidelity([18, 162]).round(3).tolist()
+[0.568, 1.0]
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,7 +56,9 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from tnas.predictors import PREDICTORS
+from tnas.search.multifidelity import RUNGS_ATTR
 from tnas.search.pareto import hypervolume, nondominated_sort, pareto_front, reference_point
+from tnas.search.reference import usable_metric
 from tnas.search.settings import NOT_EVALUATED, StudySettings
 from tnas.space import ArchConfig, DesignSpace
 from tnas.space.config import DERIVED_NAMES
@@ -58,6 +77,7 @@ class Model:
     target: str = "standard"  # the target transform the family was picked with
     mean: Any = None  # a fitted tnas.predictors.Predictor, or None when exact
     spread: Any = None  # the MLP ensemble giving the uncertainty (may be `mean` itself)
+    uses_fidelity: bool = False  # fitted with the fidelity as its last feature column
 
     def predict(self, configs: Sequence[ArchConfig], X: np.ndarray):
         """Minimisation-form mean and spread, each (N,)."""
@@ -73,12 +93,27 @@ class Model:
 class Round:
     number: int
     models: list[Model]
-    trained_on: frozenset[str]
+    trained_on: frozenset[tuple[str, int | None]]  # (config hash, steps) of each example
+
+
+@dataclass
+class Example:
+    """What one evaluated config teaches: its values (the objectives' own scale) at `steps`
+    training steps (None in a single-fidelity study: the run's budget)."""
+
+    config: ArchConfig
+    values: list[float]
+    steps: int | None = None
+
+    @property
+    def key(self) -> tuple[str, int | None]:
+        return self.config.hash, self.steps
 
 
 class LinasSampler(BaseSampler):
     """See the module docstring. `feasible(config)` filters proposals (the driver sets it to
-    the run's constraints); `candidates`, when set, is the pool to pick from."""
+    the run's constraints); `candidates`, when set, is the pool to pick from; `top_steps`, set
+    in a multi-fidelity study, makes it learn from every rung with the rung as a feature."""
 
     def __init__(
         self,
@@ -95,9 +130,12 @@ class LinasSampler(BaseSampler):
         feasible: Callable[[ArchConfig], bool] | None = None,
         candidates: Sequence[ArchConfig] | None = None,
         on_round: Callable[[dict], None] | None = None,
+        top_steps: int | None = None,
     ):
         if batch_size < 1 or population < 4 or generations < 1:
             raise ValueError("batch_size >= 1, population >= 4 and generations >= 1 needed")
+        if top_steps is not None and top_steps < 2:
+            raise ValueError(f"top_steps must be >= 2 (the top rung's steps), got {top_steps}")
         self.space = space
         self.seed = seed
         self.batch_size = batch_size
@@ -111,6 +149,7 @@ class LinasSampler(BaseSampler):
         self.feasible = feasible or space.feasible
         self.candidates = candidates
         self.on_round = on_round
+        self.top_steps = top_steps
         self.rng = np.random.default_rng(seed)
         self.random = RandomSampler(seed=seed)
         self.queue: list[ArchConfig] = []
@@ -156,10 +195,15 @@ class LinasSampler(BaseSampler):
 
     # ---- rounds --------------------------------------------------------------------------------
 
-    def history(self, study) -> tuple[dict[str, tuple[ArchConfig, list[float]]], set[str], int]:
-        """Evaluated configs by hash with their values, hashes not to propose again, and the
-        number of trials in flight."""
-        done: dict[str, tuple[ArchConfig, list[float]]] = {}
+    def history(self, study) -> tuple[dict[str, Example], set[str], int]:
+        """Evaluated configs by hash with what they teach, hashes not to propose again, and
+        the number of trials in flight that teach nothing yet.
+
+        A COMPLETE trial teaches its values. With `top_steps`, any trial but a failed one
+        teaches its values at its highest rung with usable values (`rung_example`), and a
+        RUNNING one that does is taken and counted as evaluated, not as in flight."""
+        names = objective_names(study) if self.top_steps is not None else []
+        done: dict[str, Example] = {}
         taken: set[str] = set()
         running = 0
         for trial in study.get_trials(deepcopy=False):
@@ -167,13 +211,22 @@ class LinasSampler(BaseSampler):
             digest = attrs.get("config_hash")
             if digest is None:
                 continue
-            if trial.state == TrialState.RUNNING:
+            example = None
+            if "duplicate_of" not in attrs and "config" in attrs:
+                if self.top_steps is not None and trial.state != TrialState.FAIL:
+                    example = rung_example(trial, names, self.top_steps)
+                elif trial.state == TrialState.COMPLETE:
+                    example = Example(ArchConfig.from_dict(attrs["config"]), list(trial.values))
+            if example is not None:
+                known = done.get(digest)
+                if known is None or (known.steps or 0) <= (example.steps or 0):
+                    done[digest] = example
+                taken.add(digest)
+            elif trial.state == TrialState.RUNNING:
                 running += 1
                 taken.add(digest)
             elif trial.state == TrialState.COMPLETE:
                 taken.add(digest)
-                if "duplicate_of" not in attrs and "config" in attrs:
-                    done[digest] = (ArchConfig.from_dict(attrs["config"]), list(trial.values))
             elif trial.state == TrialState.FAIL and attrs.get("reason") not in NOT_EVALUATED:
                 taken.add(digest)
         return done, taken, running
@@ -185,14 +238,16 @@ class LinasSampler(BaseSampler):
             return self.random_batch(taken, max(1, self.n_initial - started))
         names = objective_names(study)
         signs = [-1.0 if d == StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-        configs = [config for config, _ in done.values()]
-        values = np.array([v for _, v in done.values()], dtype=float) * np.array(signs)
+        examples = list(done.values())
+        configs = [example.config for example in examples]
+        steps = [example.steps for example in examples]
+        values = np.array([e.values for e in examples], dtype=float) * np.array(signs)
         number = self.rounds_done + 1 if self.last is None else self.last.number + 1
-        models = self.fit(configs, values, names, signs, number)
+        models = self.fit(configs, values, names, signs, number, steps)
         self.report(number, models, done)
-        self.last = Round(number, models, frozenset(done))
+        self.last = Round(number, models, frozenset(e.key for e in examples))
         pool = self.search(models, configs, taken)
-        return self.select(models, pool, values)
+        return self.select(models, pool, self.at_top(models, configs, values, steps))
 
     def random_batch(self, taken: set[str], size: int) -> list[ArchConfig]:
         batch: list[ArchConfig] = []
@@ -219,12 +274,25 @@ class LinasSampler(BaseSampler):
                 self._features[config.hash] = row
         return np.array([self._features[c.hash] for c in configs])
 
-    def fit(self, configs, values: np.ndarray, names, signs, number: int) -> list[Model]:
+    def fidelity(self, steps: Sequence[int | None]) -> np.ndarray:
+        """The fidelity feature of each step count, `log(steps) / log(top_steps)` (None: the
+        top rung), (N,)."""
+        top = float(self.top_steps)
+        return np.array([1.0 if s is None else math.log(s) / math.log(top) for s in steps])
+
+    def fit(
+        self, configs, values: np.ndarray, names, signs, number: int, steps=None
+    ) -> list[Model]:
         """One model per objective. The family is chosen by K-fold CV in round 1 and every
-        `reselect_every` rounds after; in between the last choice is refitted on all trials."""
+        `reselect_every` rounds after; in between the last choice is refitted on all trials.
+        With `top_steps` and examples from more than one rung (`steps`), each model also takes
+        the fidelity of its example as its last feature."""
         from tnas.predictors import create_predictor, select_family
 
         X = self.features(configs)
+        uses_fidelity = self.top_steps is not None and len(set(steps or [None])) > 1
+        if uses_fidelity:
+            X = np.column_stack([X, self.fidelity(steps)])
         folds = min(5, len(configs) // 2)
         reselect = self.last is None or (number - 1) % self.reselect_every == 0
         models = []
@@ -246,26 +314,50 @@ class LinasSampler(BaseSampler):
             spread = mean
             if family != "mlp_ensemble" and self.exploration > 0:
                 spread = create_predictor("mlp_ensemble", seed=self.seed).fit(X, y)
-            models.append(Model(name, sign, family, cv, mean.target, mean, spread))
+            models.append(Model(name, sign, family, cv, mean.target, mean, spread, uses_fidelity))
         return models
 
-    def predict(self, models: list[Model], configs: Sequence[ArchConfig]):
-        """Minimisation-form means and spreads, each (N, objectives)."""
+    def predict(self, models: list[Model], configs: Sequence[ArchConfig], steps=None):
+        """Minimisation-form means and spreads, each (N, objectives), at `steps` per config
+        (None: at the top rung, where the proposals are judged)."""
         X = self.features(configs)
-        pairs = [m.predict(configs, X) for m in models]
+        with_fidelity = X
+        if any(m.uses_fidelity for m in models):
+            fidelity = self.fidelity(steps if steps is not None else [None] * len(configs))
+            with_fidelity = np.column_stack([X, fidelity])
+        pairs = [m.predict(configs, with_fidelity if m.uses_fidelity else X) for m in models]
         return np.stack([p[0] for p in pairs], axis=1), np.stack([p[1] for p in pairs], axis=1)
 
-    def report(self, number: int, models: list[Model], done: dict) -> None:
-        """Score the previous round's predictors on the trials evaluated since its fit."""
-        from tnas.predictors import kendall_tau, mape, spearman
+    def at_top(self, models, configs, values: np.ndarray, steps) -> np.ndarray:
+        """The evaluated values (minimisation form) moved to the top rung: each plus the
+        predicted gain from its rung to the top (zero at the top, and without fidelity)."""
+        below = [i for i, s in enumerate(steps) if s is not None and s != self.top_steps]
+        if not below or not any(m.uses_fidelity for m in models):
+            return values
+        chosen = [configs[i] for i in below]
+        top = self.predict(models, chosen)[0]
+        own = self.predict(models, chosen, [steps[i] for i in below])[0]
+        moved = values.copy()
+        moved[below] += top - own
+        return moved
 
-        held = [] if self.last is None else [h for h in done if h not in self.last.trained_on]
-        configs = [done[h][0] for h in held]
-        actual = np.array([done[h][1] for h in held], dtype=float).reshape(len(held), len(models))
+    def report(self, number: int, models: list[Model], done: dict[str, Example]) -> None:
+        """Score the previous round's predictors on the examples new since its fit (a config
+        is new again at a higher rung), each predicted at its own rung; Kendall and Spearman
+        within each rung, averaged weighted by the rung's examples."""
+        from tnas.predictors import mape
+
+        trained_on = frozenset() if self.last is None else self.last.trained_on
+        held = [] if self.last is None else [e for e in done.values() if e.key not in trained_on]
+        configs = [example.config for example in held]
+        actual = np.array([e.values for e in held], dtype=float).reshape(len(held), len(models))
         predicted = None
         if len(held) >= 2:
-            X = self.features(configs)
-            predicted = [m.predict(configs, X)[0] * m.sign for m in self.last.models]
+            steps = [example.steps for example in held]
+            means = self.predict(self.last.models, configs, steps)[0]
+            signs = np.array([m.sign for m in self.last.models])
+            predicted = (means * signs).T
+            rungs = np.array([-1 if s is None else s for s in steps])
         for j, model in enumerate(models):
             record = {
                 "round": number,
@@ -280,8 +372,8 @@ class LinasSampler(BaseSampler):
             }
             if predicted is not None:
                 y, p = actual[:, j], predicted[j]
-                record["kendall"] = kendall_tau(y, p)
-                record["spearman"] = spearman(y, p)
+                record["kendall"] = within_rungs("kendall", y, p, rungs)
+                record["spearman"] = within_rungs("spearman", y, p, rungs)
                 record["mape"] = mape(y, p) if np.all(y != 0) else None
             if number == 1:
                 record["n_train"] = len(done)
@@ -361,6 +453,45 @@ class LinasSampler(BaseSampler):
 
 def objective_names(study) -> list[str]:
     return StudySettings.of_study(study).objective_names
+
+
+def rung_example(trial: FrozenTrial, names: Sequence[str], top_steps: int) -> Example | None:
+    """What a trial of a multi-fidelity study teaches: its values at its highest rung where
+    every objective has a usable value, or, a COMPLETE trial without rungs, its values at
+    `top_steps`; None when it has neither."""
+    config = ArchConfig.from_dict(trial.user_attrs["config"])
+    rungs = trial.user_attrs.get(RUNGS_ATTR)
+    if isinstance(rungs, dict):
+        for steps in sorted((int(s) for s in rungs), reverse=True):
+            metrics = rungs[str(steps)]
+            values = [metrics.get(name) for name in names] if isinstance(metrics, dict) else []
+            if values and all(usable_metric(v) for v in values):
+                return Example(config, [float(v) for v in values], steps)
+    if trial.state == TrialState.COMPLETE:
+        return Example(config, list(trial.values), top_steps)
+    return None
+
+
+def within_rungs(metric: str, y: np.ndarray, p: np.ndarray, rungs: np.ndarray) -> float:
+    """Kendall tau or Spearman of `p` against `y` within each rung with two examples or more,
+    averaged weighted by their sizes (NaN where no rung has a defined value). Pooled, the
+    example below would score 0.67 from the rung effect alone.
+
+    >>> within_rungs("kendall", np.array([1.0, 2, 10, 20]), np.array([2.0, 1, 11, 12]),
+    ...              np.array([18, 18, 54, 54]))
+    0.0
+    """
+    from tnas.predictors import kendall_tau, spearman
+
+    score = {"kendall": kendall_tau, "spearman": spearman}[metric]
+    total, weight = 0.0, 0
+    for rung in np.unique(rungs):
+        inside = rungs == rung
+        if inside.sum() >= 2:
+            value = score(y[inside], p[inside])
+            if math.isfinite(value):
+                total, weight = total + inside.sum() * value, weight + inside.sum()
+    return float(total / weight) if weight else float("nan")
 
 
 def crowding_distance(points: np.ndarray) -> np.ndarray:

@@ -19,10 +19,13 @@ class SamplerOptions:
     """What the samplers take besides a seed: NSGA-II/III's population, and `linas`'s batch
     (configs proposed per predictor round). 5 is `linas`'s measured best on NAS-Bench-201
     (`bench/nb201.py`: 0.993 of the exhaustive front's hypervolume at 125 evaluations against
-    0.989 with a batch of 16); it does not follow the population."""
+    0.989 with a batch of 16); it does not follow the population. `top_steps`, the top rung's
+    training steps of a multi-fidelity run (None otherwise), makes `linas` learn from every
+    rung with the rung as a feature."""
 
     population_size: int = 16
     linas_batch: int = 5
+    top_steps: int | None = None
 
 
 def _nsga2(seed, options, space):
@@ -92,7 +95,9 @@ def _linas(seed, options, space):
 
     if space is None:
         raise ValueError("the linas sampler needs the design space")
-    return LinasSampler(space, seed=seed, batch_size=options.linas_batch)
+    return LinasSampler(
+        space, seed=seed, batch_size=options.linas_batch, top_steps=options.top_steps
+    )
 
 
 SAMPLERS: dict[str, Callable] = {
