@@ -1,6 +1,6 @@
 """The search driver's own cost, each figure beside the code path it replaced, in the same run.
 
-    python bench/driver.py [--quick] [--only lookup,table,study] [--synchronous normal]
+    python bench/driver.py [--quick] [--only lookup,table,study] [--synchronous full]
 
 1. lookup: ms per proposal of a pool search's lookup with pools of 10,000 and 100,000 configs
    (space primer): `PoolIndex` (the pool encoded once, then array operations) against the
@@ -14,19 +14,27 @@
    pool) over trials 100-200 and 9,000-10,000 (goal: within 1.5x), split into the sampler's
    own time (`study.ask` and `space.suggest`: Optuna stores each parameter), the evaluator's,
    and what the driver adds (goal: < 20 ms per trial): its reads of the study (`recorded`,
-   `claimed_elsewhere`), its writes (`set_user_attr`, `set_constraint`, `tell`) and the rest.
-   Beside it, the driver's bookkeeping before (every trial read at every ask and snapshot, the
-   front recomputed from all of them; with the new pool lookup, which would otherwise
-   dominate). The late study is grown to 9,000 trials by inserting recorded trials (not
-   timed), and copied for the driver before; each window is then driven in 5 runs, the four
-   (two drivers, two windows) taking turns so that a busy machine weighs on all alike; a run's
-   first trial (the driver's start: its first read of the study) is not counted. The driver
-   before runs 200 late trials only (it is slow there).
+   `claimed_elsewhere`), its writes (`store`: a trial's attributes and constraint values in
+   one transaction, twice per trial; `tell`) and the rest. Beside it, in the same run:
+   - `before`: the driver as it was before its writes were batched: one commit per attribute
+     and per constraint (`set_user_attr`, `set_constraint`, about 12 per trial), the study
+     read at every `recorded` (now a read less than 0.1 s old, with no write since, is kept:
+     `fill` right after `snapshot`), and SQLite's default `synchronous=FULL` (an fsync per
+     commit; tnas now sets NORMAL on its WAL databases);
+   - `reads before`: the driver's bookkeeping before that (every trial read at every ask and
+     snapshot, the front recomputed from all of them; with the new pool lookup, which would
+     otherwise dominate), with the writes of `before`.
+   The late study is grown to 9,000 trials by inserting recorded trials (not timed), and
+   copied for the drivers before; each window is then driven in 5 runs, the six (three
+   drivers, two windows) taking turns so that a busy machine weighs on all alike; a run's
+   first trial (the driver's start: its first read of the study) is not counted. `reads
+   before` runs 200 late trials only (it is slow there). The last lines give the driver's
+   share in each window against `before`'s.
 
 `--quick`: pools of 2,000 and 10,000, a 10,000-row table, a 2,000-trial study (windows 100-200
-and 1,900-2,000). `--synchronous normal` opens every SQLite connection with
-`PRAGMA synchronous=NORMAL` (tnas leaves SQLite's default, FULL: an fsync per commit), to show
-what the commits cost.
+and 1,900-2,000). `--synchronous full` runs the driver (not only the drivers before) with
+SQLite's `synchronous=FULL`, to show what the fsync per commit costs it; the default is tnas's
+setting, `normal`.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import optuna
 from tnas import launch
 from tnas.predictors import encode
 from tnas.search import run as runs
+from tnas.search.db import session
 from tnas.search.driver import SearchDriver
 from tnas.search.nearest import PoolIndex
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
@@ -166,8 +175,26 @@ def bench_table(space, rows: int, configs: list[ArchConfig], folder: Path) -> No
     )
 
 
-class FullReadDriver(SearchDriver):
-    """The driver's bookkeeping before: every trial read at every ask and every snapshot."""
+class PerAttributeDriver(SearchDriver):
+    """The driver before: one commit per user attribute and per constraint (Optuna's
+    `set_user_attr`, `set_constraint`: a read of the trial's system attributes, then a write),
+    where `store` now writes them all in one transaction; and the study read at every
+    `recorded`, where a read less than `VIEW_REUSE_S` old with no write since is now kept."""
+
+    def recorded(self):
+        self.view_read_at = None
+        return super().recorded()
+
+    def store(self, trial, attrs: dict, constraints: dict[str, float] | None = None) -> None:
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+        for name, value in (constraints or {}).items():
+            trial.set_constraint(name, value)
+
+
+class FullReadDriver(PerAttributeDriver):
+    """The driver's bookkeeping before: every trial read at every ask and every snapshot (and
+    its writes before, one commit each)."""
 
     def recorded(self):
         from optuna.trial import TrialState
@@ -257,8 +284,8 @@ class Clock:
 
     Parts: the sampler (`study.ask`, `space.suggest`: Optuna stores each parameter), the
     evaluator (the replay table's submit and collect), the driver's reads of the study
-    (`recorded`, `claimed_elsewhere`) and its writes (`set_user_attr`, `set_constraint`,
-    `tell`). Only the outermost timed call counts.
+    (`recorded`, `claimed_elsewhere`) and its writes (`store`, or `set_user_attr` and
+    `set_constraint` before; `tell`). Only the outermost timed call counts.
     """
 
     PARTS = ("sampler", "evaluator", "reads", "writes")
@@ -298,6 +325,8 @@ class Clock:
             for name in ("recorded", "claimed_elsewhere"):
                 if name in driver.__dict__:
                     self.wrap(driver, name, "reads")
+            if "store" in driver.__dict__:
+                self.wrap(driver, "store", "writes")
         return self
 
     def __exit__(self, *_):
@@ -320,16 +349,9 @@ def grow(url: str, configs: list[ArchConfig], upto: int) -> None:
     """Insert completed trials, as the driver records them, until the study has `upto`
     trials, each on a config of the table not yet taken. Written with SQLite's
     `synchronous=OFF`: only to build the study quickly; no figure is measured here."""
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
     from tnas.search.db import Database
 
-    def unsynchronised(connection, _):
-        if type(connection).__module__.startswith("sqlite3"):
-            connection.execute("PRAGMA synchronous=OFF")
-
-    event.listen(Engine, "connect", unsynchronised)
+    level, session.SQLITE_SYNCHRONOUS = session.SQLITE_SYNCHRONOUS, "OFF"
     db = Database(url)
     try:
         study = optuna.load_study(study_name="grow", storage=db.optuna_storage())
@@ -349,7 +371,7 @@ def grow(url: str, configs: list[ArchConfig], upto: int) -> None:
         study.add_trials(batch)
     finally:
         db.close()
-        event.remove(Engine, "connect", unsynchronised)
+        session.SQLITE_SYNCHRONOUS = level
 
 
 def copy_database(source: Path, target: Path) -> None:
@@ -360,12 +382,14 @@ def copy_database(source: Path, target: Path) -> None:
         reader.backup(writer)
 
 
-def drive(url: str, table: Path, trials: int, driver_class) -> Clock:
-    """Run the study `grow` at `url` to `trials` with `driver_class`; the clock of the run."""
-    original = runs.SearchDriver
+def drive(url: str, table: Path, trials: int, driver_class, synchronous: str) -> Clock:
+    """Run the study `grow` at `url` to `trials` with `driver_class`, its SQLite connections
+    at `PRAGMA synchronous={synchronous}`; the clock of the run."""
+    original = runs.SearchDriver, session.SQLITE_SYNCHRONOUS
     runs.SearchDriver = driver_class  # what `make_driver` builds
+    session.SQLITE_SYNCHRONOUS = synchronous  # read as each connection opens
     try:
-        with Clock([SearchDriver, driver_class]) as clock:
+        with Clock([c for c in driver_class.__mro__ if issubclass(c, SearchDriver)]) as clock:
             launch.launch(
                 space=SPACE,
                 objectives=OBJECTIVES,
@@ -378,42 +402,56 @@ def drive(url: str, table: Path, trials: int, driver_class) -> Clock:
                 progress=lambda state: clock.stamp(state.finished),
             )
     finally:
-        runs.SearchDriver = original
+        runs.SearchDriver, session.SQLITE_SYNCHRONOUS = original
     return clock
 
 
-def bench_study(space, trials: int, configs: list[ArchConfig], folder: Path) -> dict:
-    """Per-trial figures at trials 100-200 and at the end of a `trials`-trial study, for the
-    driver and for the bookkeeping before (over fewer late trials: it is slow there).
+# The drivers compared: the driver, its writes before (one commit per attribute, at SQLite's
+# default synchronous=FULL), and its bookkeeping before that (every trial read at every ask).
+DRIVERS = {
+    "driver": SearchDriver,
+    "before": PerAttributeDriver,
+    "reads before": FullReadDriver,
+}
 
-    Each window is driven in `ROUNDS` runs, the four (two drivers, two windows) taking turns,
+
+def bench_study(
+    space, trials: int, configs: list[ArchConfig], folder: Path, synchronous: str
+) -> dict:
+    """Per-trial figures at trials 100-200 and at the end of a `trials`-trial study, for the
+    driver (its SQLite connections at `synchronous`) and for the drivers before (at FULL,
+    SQLite's default, which tnas kept before; the full reads over fewer late trials: they are
+    slow there).
+
+    Each window is driven in `ROUNDS` runs, the six (three drivers, two windows) taking turns,
     so that a machine busy with other work weighs on all of them alike; each run's first
     trial (the driver's start: reading the study, encoding the pool) is not counted."""
     table = folder / "study.jsonl"
     write_table(table, space, configs, flat=False)
     late = trials - (1000 if trials >= 5000 else 100)
-    sizes = {
-        ("driver", "early"): 100,
-        ("driver", "late"): trials - late,
-        ("before", "early"): 100,
-        ("before", "late"): 200 if trials >= 5000 else 100,
-    }
-    classes = {"driver": SearchDriver, "before": FullReadDriver}
-    path = {key: folder / f"{key[0]}-{key[1]}.db" for key in sizes}
+    sizes = {}
+    for name in DRIVERS:
+        sizes[name, "early"] = 100
+        sizes[name, "late"] = (
+            (200 if trials >= 5000 else 100) if name == "reads before" else (trials - late)
+        )
+    levels = {name: synchronous if name == "driver" else "FULL" for name in DRIVERS}
+    path = {key: folder / f"{key[0].replace(' ', '-')}-{key[1]}.db" for key in sizes}
     url = {key: f"sqlite:///{value}" for key, value in path.items()}
     start = time.perf_counter()
-    drive(url["driver", "late"], table, 1, SearchDriver)  # creates the study
+    drive(url["driver", "late"], table, 1, SearchDriver, "OFF")  # creates the study
     grow(url["driver", "late"], configs, late)
-    copy_database(path["driver", "late"], path["before", "late"])
-    for name, driver_class in classes.items():
-        drive(url[name, "early"], table, 100, driver_class)
+    for name, driver_class in DRIVERS.items():
+        if name != "driver":
+            copy_database(path["driver", "late"], path[name, "late"])
+        drive(url[name, "early"], table, 100, driver_class, "OFF")
     print(f"studies made, one grown to {late:,} trials, in {time.perf_counter() - start:.0f} s")
     at = {key: 100 if key[1] == "early" else late for key in sizes}
     sums = {key: dict.fromkeys((*Clock.PARTS, "total", "n"), 0.0) for key in sizes}
     for _ in range(ROUNDS):
         for key, size in sizes.items():
             target = at[key] + size // ROUNDS
-            clock = drive(url[key], table, target, classes[key[0]])
+            clock = drive(url[key], table, target, DRIVERS[key[0]], levels[key[0]])
             for part, value in clock.since(at[key]).items():
                 sums[key][part] += value
             at[key] = target
@@ -422,6 +460,8 @@ def bench_study(space, trials: int, configs: list[ArchConfig], folder: Path) -> 
         figures = {part: total[part] * 1e3 / total["n"] for part in (*Clock.PARTS, "total")}
         first = 100 if window == "early" else late
         figures |= {"n": int(total["n"]), "first": first, "last": first + sizes[name, window]}
+        figures["driver"] = figures["total"] - figures["sampler"] - figures["evaluator"]
+        figures["synchronous"] = levels[name]
         results.setdefault(name, {})[window] = figures
     return results
 
@@ -430,36 +470,35 @@ def report_study(results: dict[str, dict]) -> None:
     for label, result in results.items():
         for part in (result["early"], result["late"]):
             window = f"{part['first']:,}-{part['last']:,} ({part['n']} timed)"
-            rest = part["total"] - sum(part[p] for p in Clock.PARTS)
+            rest = part["driver"] - part["reads"] - part["writes"]
             print(
-                f"study, {label:<6} trials {window:>25}: {part['total']:6.1f} ms/trial = "
+                f"study, {label:<12} trials {window:>25}: {part['total']:6.1f} ms/trial = "
                 f"sampler {part['sampler']:5.1f} + evaluator {part['evaluator']:3.1f} + driver "
-                f"{part['total'] - part['sampler'] - part['evaluator']:5.1f} (reads "
-                f"{part['reads']:5.1f}, writes {part['writes']:4.1f}, the rest {rest:4.1f})"
+                f"{part['driver']:5.1f} (reads {part['reads']:5.1f}, writes "
+                f"{part['writes']:4.1f}, the rest {rest:4.1f})"
             )
         ratio = result["late"]["total"] / result["early"]["total"]
-        print(f"study, {label:<6} late/early: {ratio:.2f}x   goal <= 1.5x")
-    late = results["driver"]["late"]
-    share = late["total"] - late["sampler"] - late["evaluator"]
-    print(f"study, driver's share at the end: {share:.1f} ms/trial   goal < 20 ms")
+        level = result["early"]["synchronous"].lower()
+        print(f"study, {label:<12} late/early: {ratio:.2f}x   goal <= 1.5x   synchronous={level}")
+    for window in ("early", "late"):
+        now, before = results["driver"][window], results["before"][window]
+        print(
+            f"study, driver's share, trials {now['first']:,}-{now['last']:,}: "
+            f"{now['driver']:.1f} ms/trial (writes {now['writes']:.1f}), before "
+            f"{before['driver']:.1f} (writes {before['writes']:.1f})   "
+            f"{before['driver'] / now['driver']:.1f}x   goal < 20 ms"
+        )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", default="lookup,table,study")
-    parser.add_argument("--synchronous", choices=["full", "normal"], default="full")
+    parser.add_argument(
+        "--synchronous", choices=["normal", "full"], default=session.SQLITE_SYNCHRONOUS.lower()
+    )
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.synchronous == "normal":
-        from sqlalchemy import event
-        from sqlalchemy.engine import Engine
-
-        @event.listens_for(Engine, "connect")
-        def normal(connection, _):
-            if type(connection).__module__.startswith("sqlite3"):
-                connection.execute("PRAGMA synchronous=NORMAL")
-
     only = set(args.only.split(","))
     sizes = [2_000, 10_000] if args.quick else [10_000, 100_000]
     rows = 10_000 if args.quick else 100_000
@@ -479,7 +518,8 @@ def main() -> None:
     if "table" in only:
         bench_table(space, rows, configs, folder)
     if "study" in only:
-        report_study(bench_study(space, trials, configs[: trials + 2_000], folder))
+        synchronous = args.synchronous.upper()
+        report_study(bench_study(space, trials, configs[: trials + 2_000], folder, synchronous))
     shutil.rmtree(folder, ignore_errors=True)
     print(f"total {time.perf_counter() - start:.0f} s")
 

@@ -41,7 +41,7 @@ from tnas.predictors.latency import LatencyPredictor, LatencyTable
 from tnas.predictors.selection import kendall_tau
 from tnas.search.pareto import hypervolume, pareto_front, to_minimization
 from tnas.space import ArchConfig, load_space
-from tnas.workers.calibrate import calibrate
+from tnas.workers.calibrate import calibrate, task_adapter
 
 SPACE = "simq"
 TASK = "digits,tokens=patch"
@@ -128,9 +128,10 @@ def main() -> None:
         ratios.append(ratio)
         predictor = LatencyPredictor(LatencyTable.load(path))
         members = {row["number"]: row for row in measured + predicted}.values()
-        configs = [ArchConfig.from_dict(row["config"]) for row in members]
+        adapt = task_adapter(TASK)  # the model a trial deploys, as the table was calibrated
+        configs = [adapt(ArchConfig.from_dict(row["config"])) for row in members]
         truth = np.array([row["measured_ms"] for row in members])
-        guess = np.array([predictor.predict(c, batch=1, seq_len=16) for c in configs])
+        guess = np.array([predictor.predict(c, 1, min(128, c.max_seq_len)) for c in configs])
         errors = np.abs(guess - truth) / truth
         share = float(np.mean(errors <= 0.10))
         shares.append(share)

@@ -885,6 +885,8 @@ def trials_command(
         predicted = predicted_objectives(db, study)
     except (LookupError, ValueError) as err:
         raise fail(str(err)) from None
+    if fmt == "table":  # where latencies came from: in --format json|csv
+        rows = [{k: v for k, v in row.items() if k != "latency"} for row in rows]
     emit_marked(rows, predicted, fmt, f"trials of {study}", TRIALS_STEPS)
 
 
@@ -903,11 +905,8 @@ def emit_marked(rows, predicted: dict, fmt: str, title: str, steps=None) -> None
     for name, where in predicted.items():
         device = f"device {where['device']}" if where.get("device") else "device ?"
         date = f", calibrated {where['calibrated'][:10]}" if where.get("calibrated") else ""
-        console.print(
-            f"* {name} predicted from latency table {where['table']} ({device}{date}); "
-            "tnas pareto --measure local|node:RESOURCE measures the front",
-            soft_wrap=True,
-        )
+        console.print(f"* {name} predicted by {where['table']} ({device}{date})", soft_wrap=True)
+    console.print("  measure it: tnas pareto STUDY --measure local|node:RESOURCE")
 
 
 @app.command("pareto")

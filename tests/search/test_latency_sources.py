@@ -101,9 +101,10 @@ def test_a_table_source_is_stored_and_shown_as_a_prediction(tmp_path, accuracy_t
     shown = runner.invoke(app, ["trials", "edge", *storage], env={"COLUMNS": "80"})
     assert shown.exit_code == 0, shown.output
     assert "lat_ms*" in shown.output or "latency_ms*" in shown.output
-    assert f"* latency_ms predicted from latency table {edge_table}" in shown.output.replace(
-        "\n", " "
-    )
+    assert f"* latency_ms predicted by {edge_table}" in shown.output.replace("\n", "")
+    as_json = runner.invoke(app, ["trials", "edge", *storage, "--format", "json"])
+    assert all(row["latency"]["edge"]["kind"] == "predicted" for row in json.loads(as_json.output))
+    assert "latency_ms*" in shown.output or "lat_ms*" in shown.output
     listed = runner.invoke(app, ["pareto", "edge", *storage, "--format", "json"])
     rows = json.loads(listed.output)
     assert rows and all(row["predicted"] == ["latency_ms"] for row in rows)

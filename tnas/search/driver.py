@@ -7,6 +7,10 @@ before anything is trained: an infeasible suggestion is told failed (`infeasible
 count against the budget; every trial also hands its constraint values to the sampler through
 `Trial.set_constraint`. Each time the front changes, a snapshot is stored.
 
+A trial's attributes are written in one transaction when it starts (its config, hash, driver
+and constraint values: the claim) and one when its report comes (`store`), then it is told:
+three commits per trial, where one per attribute was made before (`bench/driver.py`).
+
 The database calls ride out a PostgreSQL restart (the `Database` retries them); a database
 that stays unusable (gone past the retry time, a read-only or full SQLite file) ends the run
 with a one-line `StorageError`, leaving the study as the last successful write left it, so
@@ -26,6 +30,7 @@ import numpy as np
 
 from tnas.predictors import encode
 from tnas.search.db import StorageError
+from tnas.search.db.session import set_trial_user_attrs
 from tnas.search.evaluator import Evaluator
 from tnas.search.nearest import PoolIndex
 from tnas.search.pareto import hypervolume, pareto_front, reference_point, to_minimization
@@ -39,6 +44,8 @@ DEVICE_ATTR = "tnas_device"  # the study user attribute: the device its latencie
 DRIVER_ATTR = "driver"  # the trial user attribute: the heartbeat id of the driver running it
 # Consecutive suggestions that are infeasible or already evaluated before the driver gives up.
 MAX_WASTED_ASKS = 200
+# A read of the study this recent, with no write of the driver since, is not made again.
+VIEW_REUSE_S = 0.1
 
 
 class RunError(OneLineError):
@@ -89,6 +96,9 @@ class SearchDriver:
     def __post_init__(self):
         self.in_flight: dict[str, tuple[object, ArchConfig]] = {}
         self.view = StudyView(self.study)  # the study's trials, read incrementally
+        # When `recorded` or `claimed_elsewhere` last read the study; None once this driver
+        # writes to it (`store`, `start_new`, `record`, `fail_in_flight`).
+        self.view_read_at: float | None = None
         self.failed_configs: set[str] = self.view.failed_configs
         self.pool_index: PoolIndex | None = None  # the pool encoded, made at its first use
         self.interrupted = threading.Event()
@@ -109,14 +119,39 @@ class SearchDriver:
             c.text: float(c.value(quantities)) for c in self.constraints
         }
 
+    def store(self, trial, attrs: dict, constraints: dict[str, float] | None = None) -> None:
+        """Set a running trial's user attributes, and its constraint values as
+        `Trial.set_constraint` does, in one transaction (`set_trial_user_attrs`): one commit
+        where one per attribute was made before. `trial.user_attrs` shows them, as after
+        `set_user_attr`."""
+        from optuna.study._constrained_optimization import _CONSTRAINTS_KEY
+
+        system_attrs = {}
+        for name, value in (constraints or {}).items():
+            if math.isnan(value):  # as `set_constraint` refuses it
+                raise ValueError(f"constraint {name!r} is NaN: not allowed")
+            system_attrs[f"{_CONSTRAINTS_KEY}:{name}"] = float(value)
+        self.view_read_at = None
+        set_trial_user_attrs(self.study._storage, trial._trial_id, attrs, system_attrs)
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+        trial._cached_frozen_trial.system_attrs.update(system_attrs)
+
     def recorded(self) -> tuple[dict[str, list[float]], set[str], list[Member], int, int]:
         """From storage: values by config hash, hashes in flight anywhere, the completed
         evaluated trials, and the counts of evaluated and failed trials. The hashes of configs
         whose evaluation failed are kept in `failed_configs`: a pool search does not pick them
         again. Only the trials new or unfinished since the last call are read (`StudyView`);
-        the values and members are the view's own: not to be changed."""
+        the values and members are the view's own: not to be changed.
+
+        The study is not read again when this driver read it less than `VIEW_REUSE_S` ago and
+        has written nothing since (`fill` right after `snapshot`): that read would only add
+        what other drivers wrote in between, as a read a moment later misses what they write
+        next. What a driver must see, another's claim, `claimed_elsewhere` always reads."""
         view = self.view
-        view.refresh()
+        now = time.monotonic()
+        if self.view_read_at is None or now - self.view_read_at >= VIEW_REUSE_S:
+            view.refresh()
+            self.view_read_at = now
         return view.values, view.running_hashes(), view.members, view.evaluated, view.failed
 
     def claimed_elsewhere(self, config_hash: str, number: int) -> bool:
@@ -125,7 +160,9 @@ class SearchDriver:
         least one sees the other and yields; never both go on. The read is a `refresh` of the
         view, which reads every trial unfinished or new since the last one: a claim written
         before it is seen."""
+        now = time.monotonic()
         self.view.refresh()
+        self.view_read_at = now
         return bool(self.view.claimed_by(config_hash) - {number})
 
     def nearest_unevaluated(self, config: ArchConfig, taken: set[str]) -> ArchConfig | None:
@@ -168,6 +205,7 @@ class SearchDriver:
         told so at once): the key if submitted, "" if wasted, None if the pool is used up."""
         from optuna.trial import TrialState
 
+        self.view_read_at = None  # a write: the new trial
         trial = self.study.ask()
         config = self.space.suggest(trial)
         if self.pool is not None:
@@ -178,25 +216,26 @@ class SearchDriver:
                 self.progress.stopped = "every config of the pool has been evaluated"
                 return None
             config = mapped
-        trial.set_user_attr("config", config.to_dict())
+        attrs = {"config": config.to_dict()}
         if self.driver_id:
-            trial.set_user_attr(DRIVER_ATTR, self.driver_id)
-        trial.set_user_attr("config_hash", config.hash)
-        for name, value in self.constraint_values(config).items():
-            trial.set_constraint(name, value)
-        if not self.feasible(config):
-            trial.set_user_attr("reason", "infeasible")
+            attrs[DRIVER_ATTR] = self.driver_id
+        attrs["config_hash"] = config.hash
+        feasible = self.feasible(config)
+        if not feasible:
+            attrs["reason"] = "infeasible"
+        elif config.hash in values:
+            attrs["duplicate_of"] = config.hash
+        self.store(trial, attrs, self.constraint_values(config))
+        if not feasible:
             self.study.tell(trial, state=TrialState.FAIL)
             self.progress.infeasible += 1
             return ""
         if config.hash in values:
-            trial.set_user_attr("duplicate_of", config.hash)
             self.study.tell(trial, values[config.hash])
             self.progress.duplicates += 1
             return ""
         if config.hash in running or self.claimed_elsewhere(config.hash, trial.number):
-            trial.set_user_attr("reason", "duplicate_in_flight")
-            trial.set_user_attr("duplicate_of", config.hash)
+            self.store(trial, {"reason": "duplicate_in_flight", "duplicate_of": config.hash})
             self.study.tell(trial, state=TrialState.FAIL)
             self.progress.duplicates += 1
             return ""
@@ -214,12 +253,22 @@ class SearchDriver:
 
         from tnas.search.reference import METRIC_LIMIT
 
+        self.view_read_at = None  # a write
         trial, _ = self.in_flight.pop(report["key"])
         metrics = report.get("metrics") or {}
-        for name in ("metrics", "curve", "fingerprint", "timings", "attempts", "reason", "error"):
-            trial.set_user_attr(name, report.get(name))
+        names = (
+            "metrics",
+            "curve",
+            "fingerprint",
+            "timings",
+            "attempts",
+            "reason",
+            "error",
+            "latency",
+        )
+        attrs = {name: report.get(name) for name in names}
         if report.get("node_ip"):
-            trial.set_user_attr("node_ip", report["node_ip"])
+            attrs["node_ip"] = report["node_ip"]
         values = [metrics.get(o.name) for o in self.objectives]
         named = list(zip(self.objectives, values, strict=True))
         missing = [o.name for o, v in named if v is None]
@@ -231,15 +280,15 @@ class SearchDriver:
         ]
         usable = not missing and not bad
         if report["status"] == "ok" and missing:
-            trial.set_user_attr("reason", "missing_metric")
-            trial.set_user_attr("error", f"the evaluator reported no {', '.join(missing)}")
+            attrs["reason"] = "missing_metric"
+            attrs["error"] = f"the evaluator reported no {', '.join(missing)}"
         elif report["status"] == "ok" and bad:
-            trial.set_user_attr("reason", "bad_metric")
-            trial.set_user_attr(
-                "error",
+            attrs["reason"] = "bad_metric"
+            attrs["error"] = (
                 f"unusable objective value {', '.join(bad)}: each must be a finite number "
-                f"of magnitude <= {METRIC_LIMIT:g}",
+                f"of magnitude <= {METRIC_LIMIT:g}"
             )
+        self.store(trial, attrs)
         if report["status"] == "ok" and usable:
             self.study.tell(trial, [float(v) for v in values])
         else:
@@ -348,8 +397,9 @@ class SearchDriver:
     def fail_in_flight(self, reason: str) -> None:
         from optuna.trial import TrialState
 
+        self.view_read_at = None  # a write
         for trial, _ in self.in_flight.values():
-            trial.set_user_attr("reason", reason)
+            self.store(trial, {"reason": reason})
             self.study.tell(trial, state=TrialState.FAIL)
         self.in_flight.clear()
 

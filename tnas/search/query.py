@@ -121,7 +121,9 @@ def list_trials(
     rung's values), device (`device_of` its
     fingerprint: "cpu 1a2b3c4d5e6f"; None when the evaluator measured nothing), config_hash
     (in full), reason, duration_s (None until finished), attempts and config (the ArchConfig
-    dict; None before the driver gave the trial one). `states` are Optuna's trial state names
+    dict; None before the driver gave the trial one), and with latency sources other than the
+    training worker `latency` (`{NAME: {"kind", "node_ip", "device", ...}}`, where each
+    `latency_ms@NAME` came from). `states` are Optuna's trial state names
     in any case ("complete", "FAIL", ...; `check_states`). An unknown study raises
     `LookupError` naming the studies present.
     """
@@ -164,6 +166,8 @@ def list_trials(
         rungs = attrs.get("rungs")
         if isinstance(rungs, Mapping) and rungs:
             rows[-1]["steps"] = max(int(steps) for steps in rungs)
+        if isinstance(attrs.get("latency"), Mapping):  # where each latency_ms@NAME came from
+            rows[-1]["latency"] = dict(attrs["latency"])
     if any("steps" in row for row in rows):  # a multi-fidelity study: each trial's rung
         rows = [
             {"number": r["number"], "state": r["state"], "steps": r.pop("steps", None)} | r

@@ -12,6 +12,18 @@ database error (a read-only or full SQLite file, say) fails at once, as a one-li
 ``StorageError`` naming the database; SQLite's journal leaves the file as it was before the
 failed transaction.
 
+A SQLite database is put in WAL mode, and every connection to it (Optuna's too) runs with
+``PRAGMA synchronous=NORMAL`` (``SQLITE_SYNCHRONOUS``) rather than SQLite's default, FULL: a
+commit is no longer synced to disk at once, only the write-ahead log at each checkpoint.
+SQLite documents WAL with NORMAL as safe from corruption and as durable as FULL across a crash
+of the process; only a power loss or an operating-system crash can undo the last transactions
+committed before it (a trial's attributes or its outcome), leaving the study as it was a moment
+earlier: a trial then found RUNNING is failed as ``orphaned`` and its config run again by
+``tnas search resume``. In exchange each commit costs no fsync (the driver makes three per
+trial, the sampler one per parameter: ``bench/driver.py``). A database SQLite cannot put in WAL
+mode keeps FULL. Trial attributes are written in one transaction per batch
+(``set_trial_user_attrs``), not one per attribute.
+
 >>> import os, tempfile
 >>> folder = tempfile.TemporaryDirectory()
 >>> db = Database(os.path.join(folder.name, "search.db"))
@@ -33,6 +45,7 @@ failed transaction.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -88,6 +101,10 @@ ACCEPTED_FORMS = (
     "postgresql://USER[:PASSWORD]@HOST[:PORT]/DB or postgresql+psycopg://..."
 )
 SQLITE_TIMEOUT_S = 30
+# How SQLite syncs the commits of a database in WAL mode (every connection, Optuna's too): at
+# each checkpoint of the log rather than at each commit. See the module docstring.
+SQLITE_SYNCHRONOUS = "NORMAL"
+SYNCHRONOUS_LEVELS = ("OFF", "NORMAL", "FULL", "EXTRA")
 POSTGRES_CONNECT_TIMEOUT_S = 10
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 # Key of the PostgreSQL advisory lock that lets one process at a time run the migrations.
@@ -181,6 +198,26 @@ def _on_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
     cursor.execute(f"PRAGMA busy_timeout={SQLITE_TIMEOUT_S * 1000}")
     cursor.execute("PRAGMA foreign_keys=ON")  # tnas_front_members' ON DELETE CASCADE
     cursor.close()
+    _sqlite_synchronous(dbapi_connection)
+
+
+def _on_optuna_sqlite_connect(dbapi_connection: Any, connection_record: Any) -> None:
+    _sqlite_synchronous(dbapi_connection)
+
+
+def _sqlite_synchronous(dbapi_connection: Any) -> None:
+    """Set ``SQLITE_SYNCHRONOUS`` on a connection to a database in WAL mode; leave any other
+    journal mode at SQLite's default (FULL): NORMAL is safe from corruption only with the WAL."""
+    level = SQLITE_SYNCHRONOUS.upper()
+    if level not in SYNCHRONOUS_LEVELS:
+        raise ValueError(f"SQLITE_SYNCHRONOUS must be one of {SYNCHRONOUS_LEVELS}, not {level!r}")
+    cursor = dbapi_connection.cursor()
+    try:
+        mode = cursor.execute("PRAGMA journal_mode").fetchone()
+        if mode is not None and str(mode[0]).lower() == "wal":
+            cursor.execute(f"PRAGMA synchronous={level}")
+    finally:
+        cursor.close()
 
 
 def _reason(error: BaseException, password: str | None) -> str:
@@ -342,6 +379,106 @@ class RetryingStorage:
 
         return self._retry(tell)
 
+    def set_trial_user_attrs(
+        self,
+        trial_id: int,
+        attrs: Mapping[str, Any],
+        system_attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        """``set_trial_user_attrs`` on the storage behind, the whole batch retried (its
+        upserts are safe to repeat)."""
+        self._retry(lambda: set_trial_user_attrs(self._storage, trial_id, attrs, system_attrs))
+
+
+def set_trial_user_attrs(
+    storage: Any,
+    trial_id: int,
+    attrs: Mapping[str, Any],
+    system_attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Set several user attributes (and system attributes) of an unfinished trial in one
+    transaction: one commit and one statement per kind of attribute, where Optuna's
+    ``Trial.set_user_attr`` makes a transaction (a look-up of the trial, an upsert, a commit)
+    for each.
+
+    The rows are written as Optuna's ``RDBStorage.set_trial_user_attr`` writes one: the trial
+    checked unfinished, the value stored as ``json.dumps(value)``, by the upsert Optuna uses
+    on SQLite and PostgreSQL (on other databases, by Optuna's own code, one row at a time), so
+    they read back as Optuna wrote them; if any fails, none is written. On Optuna's RDB
+    storage, behind its ``_CachedStorage`` (which keeps no unfinished trial) or
+    ``RetryingStorage``; on any other storage (``InMemoryStorage``) one Optuna call per
+    attribute.
+
+    >>> import optuna
+    >>> optuna.logging.set_verbosity(optuna.logging.WARNING)
+    >>> study = optuna.create_study(storage="sqlite:///:memory:")
+    >>> trial = study.ask()
+    >>> attrs = {"config_hash": "ab12", "error": None}
+    >>> set_trial_user_attrs(study._storage, trial._trial_id, attrs)
+    >>> study._storage.get_trial(trial._trial_id).user_attrs
+    {'config_hash': 'ab12', 'error': None}
+    """
+    import optuna
+
+    system_attrs = system_attrs or {}
+    if isinstance(storage, RetryingStorage):
+        storage.set_trial_user_attrs(trial_id, attrs, system_attrs)
+        return
+    if isinstance(storage, optuna.storages._CachedStorage):
+        storage = storage._backend
+    if not isinstance(storage, optuna.storages.RDBStorage):
+        for key, value in attrs.items():
+            storage.set_trial_user_attr(trial_id, key, value)
+        for key, value in system_attrs.items():
+            storage.set_trial_system_attr(trial_id, key, value)
+        return
+    from optuna.storages._rdb import models
+    from optuna.storages._rdb.storage import _create_scoped_session
+
+    # A session as `RDBStorage.set_trial_user_attr` makes one, its checks made once.
+    with _create_scoped_session(storage.scoped_session, True) as session:
+        trial = models.TrialModel.find_or_raise_by_id(trial_id, session)
+        storage.check_trial_is_updatable(trial_id, trial.state)
+        for model, batch in (
+            (models.TrialUserAttributeModel, attrs),
+            (models.TrialSystemAttributeModel, system_attrs),
+        ):
+            if batch:
+                _upsert_attrs(storage, session, model, trial_id, batch)
+
+
+def _upsert_attrs(
+    storage: optuna.storages.RDBStorage,
+    session: Session,
+    model: Any,
+    trial_id: int,
+    attrs: Mapping[str, Any],
+) -> None:
+    """Insert or update a trial's attribute rows (`model`: Optuna's user or system attribute
+    model) in one statement where Optuna upserts one: SQLite (3.24 and later) and PostgreSQL;
+    elsewhere as Optuna does, one by one."""
+    import sqlite3
+
+    if storage.engine.name == "sqlite" and sqlite3.sqlite_version_info >= (3, 24, 0):
+        from sqlalchemy.dialects.sqlite import insert
+    elif storage.engine.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        for key, value in attrs.items():
+            storage._set_trial_attr_without_commit(session, model, trial_id, key, value)
+        return
+    rows = [
+        {"trial_id": trial_id, "key": key, "value_json": json.dumps(value)}
+        for key, value in attrs.items()
+    ]
+    statement = insert(model).values(rows)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[model.trial_id, model.key],
+            set_={"value_json": statement.excluded.value_json},
+        )
+    )
+
 
 class Database:
     """tnas's tables and Optuna's storage in one SQLite file or PostgreSQL database.
@@ -462,6 +599,7 @@ class Database:
                 if self._is_sqlite:
                     # Persistent in the file: readers no longer block the writer, or it them.
                     connection.exec_driver_sql("PRAGMA journal_mode=WAL")
+                    _sqlite_synchronous(connection.connection.dbapi_connection)
         except DBAPIError as error:
             raise StorageError(
                 f"cannot connect to {self._masked_url}: {_reason(error, self._password)}"
@@ -522,9 +660,12 @@ class Database:
 
             def make() -> optuna.storages.RDBStorage:
                 if self._is_sqlite:
-                    return optuna.storages.RDBStorage(
+                    storage = optuna.storages.RDBStorage(
                         self._url, engine_kwargs=_engine_kwargs(self._url)
                     )
+                    event.listen(storage.engine, "connect", _on_optuna_sqlite_connect)
+                    storage.engine.dispose()  # those opened to check the tables: made again
+                    return storage
                 with self._engine.connect() as connection:
                     connection.execute(select(func.pg_advisory_lock(MIGRATION_LOCK_KEY)))
                     try:
