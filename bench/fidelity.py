@@ -2,6 +2,16 @@
 
     python bench/fidelity.py [--seeds 3] [--workers 2] [--trials 10] [--max-steps 162]
                              [--min-steps 18] [--eta 3] [--sampler random] [--quick]
+    python bench/fidelity.py --record bench/data/fidelity-simq-digits.jsonl --record-configs 120
+    python bench/fidelity.py --replay bench/data/fidelity-simq-digits.jsonl --seeds 10 [...]
+
+`--record TABLE` trains `--record-configs` simq configs (drawn with seed 0) through every rung
+(`tnas.launch.record_curves`, on `--workers` Ray workers) and writes their learning curves:
+each row's metrics at every rung, latency measured once. `--replay TABLE` then runs both arms
+on the recorded curves (`--evaluator replay:TABLE`, the search picking among the table's
+configs), in seconds instead of minutes, so many seeds and settings can be compared; its
+rungs must be among the recorded ones. bench/data/fidelity-simq-digits.jsonl was recorded by
+the first command above (rungs 18, 54, 162; 1,832 s on 2 workers of a loaded 2-core machine).
 
 Real training on `digits,tokens=patch` (scikit-learn's 8x8 digits as 16 patch tokens), space
 `simq`, objectives accuracy (max; of the model quantized to its bits) and latency_ms (min),

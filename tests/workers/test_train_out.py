@@ -139,7 +139,8 @@ def test_an_unknown_device_is_one_line(command, tmp_path):
         {"CONFIG": tiny_config_file(tmp_path), "OUT": str(tmp_path / "t.json")}.get(a, a)
         for a in command
     ]
-    one_line_error(run(*args, "--device", "tpu"), "unknown device 'tpu'; valid: cpu, cuda")
+    also = " (or node:RESOURCE, a Ray node's custom resource)" if "calibrate" in command else ""
+    one_line_error(run(*args, "--device", "tpu"), f"unknown device 'tpu'; valid: cpu, cuda{also}")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here")

@@ -299,19 +299,7 @@ def run_rung(
             try:
                 fingerprint, latency = measure_latency(profiled, timings, result, job)
             except ProfileFailed as err:
-                curve = result.curve
-                return (
-                    failed(
-                        key,
-                        config,
-                        "profile_failed",
-                        str(err),
-                        metrics=metrics,
-                        curve=curve,
-                        timings=timings,
-                    )
-                    | where
-                )
+                return profile_failure(key, config, err, metrics, result, timings) | where
             measured = {"metrics": profiled, "fingerprint": fingerprint, "latency": latency}
         if measured:
             metrics |= measured["metrics"]
@@ -337,6 +325,15 @@ def deployment_device(job: TrialJob | FidelityJob) -> str:
 
 class ProfileFailed(Exception):
     """A latency target could not profile a trained model (`profile_failed`)."""
+
+
+def profile_failure(key: str, config: ArchConfig, err, metrics, result, timings) -> dict:
+    """The report of a trial trained but not profiled: `profile_failed`, with the training's
+    metrics and curve kept."""
+    curve = result.curve
+    return failed(
+        key, config, "profile_failed", str(err), metrics=metrics, curve=curve, timings=timings
+    )
 
 
 def measure_latency(metrics: dict, timings: dict, result, job) -> tuple[dict, dict]:
@@ -448,17 +445,8 @@ def run_trial(
         if job.profile is not None:
             try:
                 fingerprint, latency = measure_latency(metrics, timings, result, job)
-            except ProfileFailed as err:  # the training is kept with the trial
-                curve = result.curve
-                return failed(
-                    key,
-                    config,
-                    "profile_failed",
-                    str(err),
-                    metrics=metrics,
-                    curve=curve,
-                    timings=timings,
-                )
+            except ProfileFailed as err:
+                return profile_failure(key, config, err, metrics, result, timings)
     except Exception as err:
         return failure_report(err, key, config, timings)
     report = ok_report(key, config, metrics, result.curve, fingerprint, timings)

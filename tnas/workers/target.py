@@ -106,32 +106,22 @@ def _profile_models(jobs: list[tuple[str, object]], settings) -> list[dict]:
     import torch
 
     from tnas.nn.model import build_model
-    from tnas.workers.profile import profile
+    from tnas.workers.backend import profile_into
 
     node_ip = ray.util.get_node_ip_address() if ray.is_initialized() else None
     results = []
     for config_json, weights in jobs:
         config = ArchConfig.from_json(config_json)
+        metrics: dict = {}
         try:
             model = None
             if weights is not None:
                 model = build_model(config)
                 model.load_state_dict({k: torch.as_tensor(v) for k, v in weights.items()})
-            measured = profile(
-                config,
-                device=settings.device,
-                batch=settings.batch,
-                seq_len=min(settings.seq_len, config.max_seq_len),
-                repeats=settings.repeats,
-                warmup=settings.warmup,
-                threads=settings.threads,
-                model=model,
-            )
+            fingerprint = profile_into(metrics, {}, config, model, settings)
         except Exception as err:  # one config's failure is its own result
             results.append({"error": f"{type(err).__name__}: {err}".splitlines()[0]})
             continue
-        fingerprint = measured.pop("fingerprint")
-        metrics = {k: v for k, v in measured.items() if isinstance(v, int | float)}
         results.append({"metrics": metrics, "fingerprint": fingerprint, "node_ip": node_ip})
     return results
 
