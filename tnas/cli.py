@@ -577,8 +577,8 @@ def search_launch(
     profile_threads: int = typer.Option(None, help="torch threads while timing latency [1]"),
     latency: list[str] = typer.Option(
         None,
-        help="latency source, repeatable: [NAME=]measured|node:RESOURCE|table:FILE; each gives "
-        "latency_ms@NAME, the first also latency_ms [measured]",
+        help="latency source, repeatable: measured, node:RESOURCE or table:FILE, each as "
+        "NAME=SOURCE if named; gives latency_ms@NAME, the first also latency_ms [measured]",
     ),
     ref_point: list[str] = typer.Option(
         None, help="hypervolume reference, a value per objective: 0.5,80 [frozen from 1st batch]"

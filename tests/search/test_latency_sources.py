@@ -193,3 +193,12 @@ def test_a_relative_table_is_stored_absolute_under_its_name(tmp_path, accuracy_t
     study = optuna.load_study(study_name="edge", storage=result.storage)
     assert study.user_attrs["tnas"]["run"]["latency"] == [f"edge=table:{edge_table}"]
     np.testing.assert_equal(len(study.get_trials()), 6)
+
+
+def test_the_latency_sources_are_part_of_a_studys_identity(tmp_path, accuracy_table, edge_table):
+    launch(**run(tmp_path, accuracy_table, f"table:{edge_table}", trials=2))
+
+    with pytest.raises(RunError, match=r"latency \[edge=table:.*\] -> \[local=measured\]"):
+        launch(**run(tmp_path, accuracy_table, "measured", trials=4))
+    resumed = launch(**run(tmp_path, accuracy_table, f"table:{edge_table}", trials=3))
+    assert resumed.progress.finished == 3

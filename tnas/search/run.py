@@ -369,6 +369,8 @@ def check_identity(name: str, stored: StudySettings, fixed: dict, space: str = "
         if key == "space":
             was = f"{stored.run.get('space', '?')} (digest {was})"
             now = f"{space} (digest {now})"
+        if key == "latency":  # the default is not stored: it reads as what it is
+            was, now = was or ["local=measured"], now or ["local=measured"]
         differences.append(f"{key} {_text(was)} -> {_text(now)}")
     if differences:
         raise RunError(
