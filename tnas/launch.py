@@ -228,13 +228,7 @@ def measure_front(
     latencies = [name for name in names if name.startswith("latency_ms")]
     stored = next(iter(predicted), latencies[0] if latencies else None)
     run = RunSpec.build(settings.run) if settings.run else RunSpec()
-    protocol = ProfileSettings(
-        batch=run.profile_batch,
-        seq_len=run.profile_seq_len,
-        repeats=run.profile_repeats,
-        warmup=run.profile_warmup,
-        threads=run.profile_threads,
-    )
+    protocol = ProfileSettings(**run.protocol)
     adapt = task_adapter(run.task)  # the model a trial deploys: the task's sequence length
     configs = [adapt(ArchConfig.from_dict(row["config"])) for row in rows]
     connected = check_target(where, ray_address)
@@ -413,13 +407,7 @@ def build_evaluator(spec: RunSpec, space: DesignSpace) -> tuple[Callable[[], obj
     from tnas.workers.backend import ProfileSettings, TrialJob, WorkerCache
     from tnas.workers.train import Budget
 
-    profile = ProfileSettings(  # the same protocol inline and on every Ray worker
-        batch=spec.profile_batch,
-        seq_len=spec.profile_seq_len,
-        repeats=spec.profile_repeats,
-        warmup=spec.profile_warmup,
-        threads=spec.profile_threads,
-    )
+    profile = ProfileSettings(**spec.protocol)  # the same inline and on every Ray worker
     # where the workers measure latency: this worker (measured) or a node; tables predict
     targets = tuple((s.name, s.target) for s in sources if s.kind != "table")
     primary = sources[0].name if sources[0].kind != "table" else None
@@ -466,19 +454,12 @@ def with_latency_sources(
     from tnas.workers.calibrate import task_adapter
     from tnas.workers.predicted import PredictedLatency, open_table
 
-    protocol = {
-        "batch": spec.profile_batch,
-        "seq_len": spec.profile_seq_len,
-        "repeats": spec.profile_repeats,
-        "warmup": spec.profile_warmup,
-        "threads": spec.profile_threads,
-    }
     opened = {}
     for source in tables:
         try:
             opened[source.name] = (
                 source.target,
-                open_table(source.target, protocol, space.name, space.digest, spec.task),
+                open_table(source.target, spec.protocol, space.name, space.digest, spec.task),
             )
         except ValueError as err:
             raise RunError(one_line(err)) from None

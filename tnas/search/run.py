@@ -127,6 +127,18 @@ class RunSpec(BaseModel):
         return value or ["measured"]
 
     @property
+    def protocol(self) -> dict:
+        """The study's latency measurement protocol, as `ProfileSettings` and latency tables
+        take it: `{"batch", "seq_len", "repeats", "warmup", "threads"}`."""
+        return {
+            "batch": self.profile_batch,
+            "seq_len": self.profile_seq_len,
+            "repeats": self.profile_repeats,
+            "warmup": self.profile_warmup,
+            "threads": self.profile_threads,
+        }
+
+    @property
     def latency_sources(self):
         """The parsed `latency` sources (`tnas.search.latency.LatencySource`), first the one of
         plain `latency_ms`."""
