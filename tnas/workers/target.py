@@ -80,8 +80,13 @@ def check_target(target: Target, address: str | None = None) -> bool:
         return False
     import ray
 
-    from tnas.workers.pool import connect
+    from tnas.workers.pool import cluster_address, connect
 
+    if not ray.is_initialized() and cluster_address(address) is None:
+        raise TargetError(  # a Ray started here has no custom resources: no need to start one
+            f"node:{target.resource} needs the Ray cluster its node joined: give --ray-address "
+            "or set RAY_ADDRESS"
+        )
     connected = connect(address)
     if offered(target.resource) <= 0:
         standard = {"CPU", "GPU", "memory", "object_store_memory"}
