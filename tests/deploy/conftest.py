@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
+import sqlalchemy.exc
 import yaml
 
 from tests.conftest import write_replay_table
@@ -220,8 +221,13 @@ def drivers(tmp_path) -> Iterator[Callable[..., Driver]]:
 
 
 def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials, read through a connection closed right after (tests poll this)."""
-    storage = optuna.storages.RDBStorage(resolve_url(url))
+    """The study's trials, read through a connection closed right after (tests poll this).
+    While a driver is still creating the database, Optuna's own first open can collide with
+    it (both stamp the schema version): that reads as no trials yet, and the poll goes on."""
+    try:
+        storage = optuna.storages.RDBStorage(resolve_url(url))
+    except sqlalchemy.exc.IntegrityError:
+        return []
     try:
         return optuna.load_study(study_name=study, storage=storage).get_trials()
     except KeyError:  # not created yet
