@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 from typer.testing import CliRunner
 
+from tests.test_cli_errors import one_error_line
 from tnas.cli import app
 from tnas.predictors.latency import LatencyTable
 from tnas.space import ArchConfig, load_space
@@ -33,15 +34,6 @@ FAST = ["--budget", "20", "--repeats", "2", "--seq-len", "16"]
 
 def cli(*args: str):
     return runner.invoke(app, [str(arg) for arg in args])
-
-
-def one_error_line(result, *fragments: str) -> str:
-    assert result.exit_code == 2, result.output
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 @pytest.fixture(scope="module")
