@@ -36,6 +36,23 @@ def local_ray(tmp_path_factory):
     ray.shutdown()
 
 
+def poll_trials(url: str, study: str, states=None) -> list:
+    """The study's trials as a test polling a running driver sees them, read through tnas's
+    own ``Database`` and closed right after: none yet while the driver is still creating the
+    database or the study."""
+    import optuna
+
+    from tnas.search.db import Database, StorageError
+
+    try:
+        with Database(url, create=False) as db:
+            return optuna.load_study(study_name=study, storage=db.optuna_storage()).get_trials(
+                deepcopy=False, states=states
+            )
+    except (StorageError, KeyError) as e:  # no database, or no such study, yet
+        print("POLL", repr(e)); return []
+
+
 def write_replay_table(path, rows: int, seed: int):
     """A replay table (JSONL) of `rows` distinct primer configs with made-up accuracy and
     latency_ms from their parameter count, for searches that train nothing; returns `path`."""

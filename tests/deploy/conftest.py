@@ -20,12 +20,10 @@ from pathlib import Path
 import numpy as np
 import optuna
 import pytest
-import sqlalchemy.exc
 import yaml
 
-from tests.conftest import write_replay_table
+from tests.conftest import poll_trials, write_replay_table
 from tests.search.conftest import POSTGRES_USER, postgres_bin_dir
-from tnas.search.db import resolve_url
 from tnas.space import load_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -221,20 +219,8 @@ def drivers(tmp_path) -> Iterator[Callable[..., Driver]]:
 
 
 def trials(url: str, study: str) -> list[optuna.trial.FrozenTrial]:
-    """The study's trials, read through a connection closed right after (tests poll this).
-    While a driver is still creating the database, Optuna's own first open can collide with
-    it (both stamp the schema version): that reads as no trials yet, and the poll goes on."""
-    try:
-        storage = optuna.storages.RDBStorage(resolve_url(url))
-    except sqlalchemy.exc.IntegrityError:
-        return []
-    try:
-        return optuna.load_study(study_name=study, storage=storage).get_trials()
-    except KeyError:  # not created yet
-        return []
-    finally:
-        storage.remove_session()
-        storage.engine.dispose()
+    """The study's trials (tests poll this while drivers run)."""
+    return poll_trials(url, study)
 
 
 def evaluated(url: str, study: str) -> list[optuna.trial.FrozenTrial]:

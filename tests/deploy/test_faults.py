@@ -288,6 +288,9 @@ def test_a_full_disk_fails_in_one_line_and_the_study_resumes_intact(
         assert "database or disk is full" in line
 
     disk.grow()
+    # The connections this test leaves open on the file (the copy's, this one) stay open while
+    # `evaluated` opens tnas's Database on it: a header read through a plain open() used to
+    # drop their locks on close, and the resume below then left a malformed database.
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     values = {trial.number: trial.values for trial in evaluated(str(path), "full")}

@@ -22,7 +22,7 @@ import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
-from tests.conftest import write_replay_table
+from tests.conftest import poll_trials, write_replay_table
 from tnas.cli import app
 from tnas.launch import launch, resume
 from tnas.search.db import Database
@@ -168,11 +168,7 @@ def child(args: list[str], cwd) -> subprocess.Popen:
 
 
 def running_trials(storage: str, study: str) -> list:
-    try:
-        loaded = optuna.load_study(study_name=study, storage=storage)
-    except KeyError:
-        return []
-    return loaded.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return poll_trials(storage, study, states=(TrialState.RUNNING,))
 
 
 def test_resume_while_the_driver_runs_is_refused_and_the_driver_finishes(run, tmp_path):

@@ -52,6 +52,7 @@ import os
 import re
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
     DBAPIError,
+    IntegrityError,
     InterfaceError,
     OperationalError,
     PendingRollbackError,
@@ -118,7 +120,6 @@ MAX_BACKOFF_S = 8.0
 MEMBER_KEYS = ("trial_number", "config_hash", "config", "values")
 ROUND_KEYS = ("round", "objective", "family", "n_train", "n_test")
 ROUND_SCORES = ("kendall", "spearman", "mape", "cv_kendall")
-SQLITE_HEADER = b"SQLite format 3\x00"
 # Optuna's `studies` table, as much of it as tnas reads and renames: a Core table, so that
 # looking a study up needs no Optuna import. Optuna keeps `study_name` unique.
 OPTUNA_STUDIES = table("studies", column("study_id"), column("study_name"))
@@ -265,6 +266,24 @@ def _lost_connection(error: BaseException) -> bool:
         driver_error.connection_invalidated
         or isinstance(driver_error, OperationalError | InterfaceError)
     )
+
+
+def _first_open(open_storage: Callable[[], T], tries: int = 5) -> T:
+    """``open_storage()``, opened again when another process was creating Optuna's tables in
+    the same new SQLite file at the same moment: both find the tables or the schema version
+    missing, and the later writer's insert or ``CREATE TABLE`` fails. (SQLite has no advisory
+    lock to serialise this as PostgreSQL's migration lock does.) The next open finds what the
+    other process wrote."""
+    attempt = 1
+    while True:
+        try:
+            return open_storage()
+        except (IntegrityError, OperationalError) as error:
+            collided = isinstance(error, IntegrityError) or "already exists" in str(error)
+            if not collided or attempt == tries:
+                raise
+            time.sleep(0.05 * attempt)
+            attempt += 1
 
 
 class Retry:
@@ -552,26 +571,44 @@ class Database:
 
     def _check_sqlite_file(self, create: bool) -> None:
         """Refuse a path that holds no SQLite database before SQLite opens, and could write,
-        it; with ``create=False`` a missing or empty file too. Only reads the first bytes."""
+        it; with ``create=False`` a missing or empty file too.
+
+        The file is read through SQLite, read-only, never with a plain ``open()``: closing
+        any descriptor of a file drops every POSIX lock this process holds on it, SQLite's
+        included, and a connection already open here (another ``Database`` in a notebook)
+        would then let another process checkpoint the write-ahead log under it, corrupting
+        the database. SQLite defers such closes while its other connections hold locks."""
         text = make_url(self._url).database or ""
+        path = Path(text).expanduser()
         try:
-            with Path(text).expanduser().open("rb") as file:
-                header = file.read(len(SQLITE_HEADER))
+            size = path.stat().st_size
         except FileNotFoundError:
             if create:
                 return
             raise StorageError(f"no database at {text}") from None
-        except IsADirectoryError:
-            raise StorageError(
-                f"cannot connect to {self._masked_url}: {text} is a directory"
-            ) from None
         except OSError as error:
             raise StorageError(f"cannot read {text}: {error.strerror or error}") from None
-        if create and SQLITE_HEADER.startswith(header):
-            return  # empty, or being made by another process: SQLite makes a database of it
-        if header != SQLITE_HEADER:
-            what = "is an empty file" if not header else "is not a SQLite database"
-            raise StorageError(f"{text} {what}; tnas leaves it as it is")
+        if path.is_dir():
+            raise StorageError(f"cannot connect to {self._masked_url}: {text} is a directory")
+        if size == 0:
+            if create:
+                return  # being made by another process: SQLite makes a database of it
+            raise StorageError(f"{text} is an empty file; tnas leaves it as it is")
+        import sqlite3
+
+        uri = f"file:{urllib.parse.quote(str(path.resolve()))}?mode=ro"
+        try:
+            connection = sqlite3.connect(uri, uri=True, timeout=SQLITE_TIMEOUT_S)
+            try:
+                connection.execute("PRAGMA schema_version").fetchone()
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            if "not a database" in str(error):
+                raise StorageError(
+                    f"{text} is not a SQLite database; tnas leaves it as it is"
+                ) from None
+            raise StorageError(f"cannot read {text}: {error}") from None
 
     def _check_holds_studies(self) -> None:
         """Refuse a database with neither Optuna's tables nor tnas's (``create=False``)."""
@@ -660,8 +697,10 @@ class Database:
 
             def make() -> optuna.storages.RDBStorage:
                 if self._is_sqlite:
-                    storage = optuna.storages.RDBStorage(
-                        self._url, engine_kwargs=_engine_kwargs(self._url)
+                    storage = _first_open(
+                        lambda: optuna.storages.RDBStorage(
+                            self._url, engine_kwargs=_engine_kwargs(self._url)
+                        )
                     )
                     event.listen(storage.engine, "connect", _on_optuna_sqlite_connect)
                     storage.engine.dispose()  # those opened to check the tables: made again
