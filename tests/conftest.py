@@ -49,8 +49,8 @@ def poll_trials(url: str, study: str, states=None) -> list:
             return optuna.load_study(study_name=study, storage=db.optuna_storage()).get_trials(
                 deepcopy=False, states=states
             )
-    except (StorageError, KeyError) as e:  # no database, or no such study, yet
-        print("POLL", repr(e)); return []
+    except (StorageError, KeyError):  # no database, or no such study, yet
+        return []
 
 
 def write_replay_table(path, rows: int, seed: int):
