@@ -478,4 +478,3 @@ def test_storage_defaults_to_the_tnas_storage_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("TNAS_STORAGE", str(tmp_path / "team.db"))
     assert resolve_url(None) == f"sqlite:///{tmp_path / 'team.db'}"
     assert resolve_url("other.db") == "sqlite:///other.db"  # a given --storage wins
-
