@@ -45,6 +45,43 @@ def test_calibrate_respects_the_budget_with_positive_entries(table):
     assert LatencyTable.from_json(table.to_json()) == table
 
 
+def test_budget_left_once_every_key_is_measured_times_more_whole_models(table):
+    keys = len(table.entries) + len(table.overhead)
+    assert keys == 5  # 2 ffn_dim x 2 bits blocks, 1 overhead: all the tiny space has
+    assert table.measurements == 12
+    assert len(table.full_models) == 12 - keys > 3  # 3 by default, then the budget left
+
+
+def test_each_whole_model_is_timed_right_after_its_own_blocks(monkeypatch):
+    """On a machine whose speed drifts, a whole model and its blocks are measured together."""
+    import tnas.workers.calibrate as module
+
+    calls = []
+
+    def fake_profile(config, *args, **kwargs):
+        calls.append(("whole", config.hash))
+        return {"latency_ms": 1.0}
+
+    def fake_block(config, index, *args):
+        calls.append(("block", config.hash))
+        return 0.1
+
+    def fake_overhead(config, *args):
+        calls.append(("overhead", config.hash))
+        return 0.1
+
+    monkeypatch.setattr(module, "profile", fake_profile)
+    monkeypatch.setattr(module, "measure_block", fake_block)
+    monkeypatch.setattr(module, "measure_overhead", fake_overhead)
+    table = calibrate(tiny_space(), budget=12, full_models=3, seq_len=16, **FAST)
+    assert table.measurements == 12
+    whole = [i for i, (kind, _) in enumerate(calls) if kind == "whole"]
+    for previous, index in zip([-1, *whole[:2]], whole[:3], strict=True):
+        parts = {digest for _, digest in calls[previous + 1 : index]}
+        assert parts <= {calls[index][1]}  # only that model's keys measured in between
+    assert calls[0][0] != "whole"  # the first model's keys come first
+
+
 def test_measure_block_and_overhead_are_positive():
     cfg = ArchConfig(
         d_model=32,

@@ -123,12 +123,15 @@ def calibrate(
 ) -> LatencyTable:
     """Measure a latency table for `space` on `device` with at most `budget` measurements.
 
-    Configs are sampled with `np.random.default_rng(seed)`. The first `full_models` of them
-    (default `clamp(budget // 10, 3, budget // 4)`) are timed whole with `profile` for the
-    predictor's residual; then every new block key and overhead key of the sampled configs is
-    measured once, until the budget is spent or `MAX_IDLE_SAMPLES` configs in a row bring no new
-    key. `seq_len` is capped at each config's `max_seq_len`. A config with bits the device
-    cannot run raises `UnsupportedQuantization` before anything of it is measured.
+    Configs are sampled with `np.random.default_rng(seed)`. Every new block key and overhead key
+    of the sampled configs is measured once. The first `full_models` configs (default
+    `clamp(budget // 10, 3, budget // 4)`) are also timed whole with `profile`, each right after
+    its own keys, for the predictor's residual: on a machine whose speed drifts during the
+    calibration, a whole model and its blocks are then measured at the same speed. Sampling
+    stops when `MAX_IDLE_SAMPLES` configs in a row bring no new key; what is left of the budget
+    then times more configs whole. `seq_len` is capped at each config's `max_seq_len`. A config
+    with bits the device cannot run raises `UnsupportedQuantization` before anything of it is
+    measured.
 
     Every measurement runs `warmup` untimed forwards, then `repeats` timed ones, on `threads`
     torch threads (None: torch's current number); the table records that protocol, the space's
@@ -164,8 +167,7 @@ def calibrate(
         check_supported(config, device)
         return config
 
-    profiled = [sample() for _ in range(full_models)]
-    for config in profiled:
+    def time_whole(config: ArchConfig) -> None:
         length = default_seq_len(config, seq_len)
         result = profile(
             config,
@@ -178,31 +180,37 @@ def calibrate(
         )
         table.full_models.append((config.to_json(), batch, length, result["latency_ms"]))
 
-    def configs() -> Iterator[ArchConfig]:
-        yield from profiled  # their blocks first, so the residual is fitted on table entries
-        while True:
-            yield sample()
-
-    idle = 0
-    for config in configs():
-        if table.measurements >= budget or idle >= MAX_IDLE_SAMPLES:
-            break
+    def measure_keys(config: ArchConfig, reserve: int = 0) -> bool:
+        """Measure the config's keys the table lacks, leaving `reserve` of the budget; whether
+        any was new."""
         length = default_seq_len(config, seq_len)
-        idle += 1
+        limit = budget - reserve
+        new = False
         key = overhead_key(config, batch, length)
-        if key not in table.overhead:
+        if key not in table.overhead and table.measurements < limit:
             table.overhead[key] = measure_overhead(
                 config, device, batch, length, repeats, threads, warmup
             )
-            idle = 0
+            new = True
         for i, layer in enumerate(config.layers):
             key = block_key(config, layer, batch, length)
-            if key in table.entries or table.measurements >= budget:
+            if key in table.entries or table.measurements >= limit:
                 continue
             table.entries[key] = measure_block(
                 config, i, device, batch, length, repeats, threads, warmup
             )
-            idle = 0
+            new = True
+        return new
+
+    for done in range(full_models):
+        config = sample()
+        measure_keys(config, reserve=full_models - done)
+        time_whole(config)
+    idle = 0
+    while table.measurements < budget and idle < MAX_IDLE_SAMPLES:
+        idle = 0 if measure_keys(sample()) else idle + 1
+    while table.measurements < budget:
+        time_whole(sample())
     return table
 
 
