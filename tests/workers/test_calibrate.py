@@ -52,27 +52,30 @@ def test_budget_left_once_every_key_is_measured_times_more_whole_models(table):
     assert len(table.full_models) == 12 - keys > 3  # 3 by default, then the budget left
 
 
-def test_each_whole_model_is_timed_right_after_its_own_blocks(monkeypatch):
-    """On a machine whose speed drifts, a whole model and its blocks are measured together."""
+@pytest.fixture
+def fake_measurements(monkeypatch) -> list[tuple[str, str]]:
+    """Calibration's measurements replaced by instant fakes; the calls, in order, as (what,
+    config hash)."""
     import tnas.workers.calibrate as module
 
     calls = []
 
-    def fake_profile(config, *args, **kwargs):
-        calls.append(("whole", config.hash))
-        return {"latency_ms": 1.0}
+    def fake(kind: str, ms: float):
+        def measure(config, *args, **kwargs):
+            calls.append((kind, config.hash))
+            return {"latency_ms": ms} if kind == "whole" else ms
 
-    def fake_block(config, index, *args):
-        calls.append(("block", config.hash))
-        return 0.1
+        return measure
 
-    def fake_overhead(config, *args):
-        calls.append(("overhead", config.hash))
-        return 0.1
+    monkeypatch.setattr(module, "profile", fake("whole", 1.0))
+    monkeypatch.setattr(module, "measure_block", fake("block", 0.1))
+    monkeypatch.setattr(module, "measure_overhead", fake("overhead", 0.1))
+    return calls
 
-    monkeypatch.setattr(module, "profile", fake_profile)
-    monkeypatch.setattr(module, "measure_block", fake_block)
-    monkeypatch.setattr(module, "measure_overhead", fake_overhead)
+
+def test_each_whole_model_is_timed_right_after_its_own_blocks(fake_measurements):
+    """On a machine whose speed drifts, a whole model and its blocks are measured together."""
+    calls = fake_measurements
     table = calibrate(tiny_space(), budget=12, full_models=3, seq_len=16, **FAST)
     assert table.measurements == 12
     whole = [i for i, (kind, _) in enumerate(calls) if kind == "whole"]
@@ -80,6 +83,14 @@ def test_each_whole_model_is_timed_right_after_its_own_blocks(monkeypatch):
         parts = {digest for _, digest in calls[previous + 1 : index]}
         assert parts <= {calls[index][1]}  # only that model's keys measured in between
     assert calls[0][0] != "whole"  # the first model's keys come first
+
+
+def test_a_large_budget_times_at_most_max_whole_models(fake_measurements):
+    from tnas.workers.calibrate import MAX_WHOLE_MODELS
+
+    table = calibrate(tiny_space(), budget=1000, full_models=3, seq_len=16, **FAST)
+    assert len(table.full_models) == MAX_WHOLE_MODELS
+    assert table.measurements == MAX_WHOLE_MODELS + 5  # and the tiny space's 5 keys
 
 
 def test_measure_block_and_overhead_are_positive():

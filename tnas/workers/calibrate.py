@@ -48,6 +48,7 @@ from tnas.workers.target import Target, TargetError, check_target, measure, wait
 
 WARMUP = ProfileSettings.warmup  # untimed runs before timing, as a study's protocol
 MAX_IDLE_SAMPLES = 500  # stop sampling after this many configs in a row bring no new key
+MAX_WHOLE_MODELS = 100  # budget left over times whole models up to this many in all
 SAMPLE_TRIES = 100  # fresh configs: give up after this many samples per config wanted
 
 
@@ -129,7 +130,8 @@ def calibrate(
     its own keys, for the predictor's residual: on a machine whose speed drifts during the
     calibration, a whole model and its blocks are then measured at the same speed. Sampling
     stops when `MAX_IDLE_SAMPLES` configs in a row bring no new key; what is left of the budget
-    then times more configs whole. `seq_len` is capped at each config's `max_seq_len`. A config
+    then times more configs whole, up to `MAX_WHOLE_MODELS` in all (a two-term residual fit
+    has no use for more). `seq_len` is capped at each config's `max_seq_len`. A config
     with bits the device cannot run raises `UnsupportedQuantization` before anything of it is
     measured.
 
@@ -209,7 +211,7 @@ def calibrate(
     idle = 0
     while table.measurements < budget and idle < MAX_IDLE_SAMPLES:
         idle = 0 if measure_keys(sample()) else idle + 1
-    while table.measurements < budget:
+    while table.measurements < budget and len(table.full_models) < MAX_WHOLE_MODELS:
         time_whole(sample())
     return table
 
