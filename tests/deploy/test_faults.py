@@ -220,6 +220,13 @@ def test_a_read_only_sqlite_file_fails_in_one_line_and_is_unchanged(
     assert sha256(path) == digest
     assert len(trials(str(path), "ro")) == count
 
+    path.chmod(0o000)
+    unreadable = drivers("studies", "--storage", str(path), prefix=unprivileged)
+    assert unreadable.wait() == 2, unreadable.stderr
+    assert error_lines(unreadable.stderr) == [f"error: cannot read {path}: permission denied"]
+    path.chmod(0o444)
+    assert sha256(path) == digest
+
 
 class SmallDisk:
     """A folder with little room: a tmpfs of `size` bytes where this process may mount one,

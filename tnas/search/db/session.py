@@ -590,6 +590,8 @@ class Database:
             raise StorageError(f"cannot read {text}: {error.strerror or error}") from None
         if path.is_dir():
             raise StorageError(f"cannot connect to {self._masked_url}: {text} is a directory")
+        if not os.access(path, os.R_OK):
+            raise StorageError(f"cannot read {text}: permission denied")
         if size == 0:
             if create:
                 return  # being made by another process: SQLite makes a database of it
