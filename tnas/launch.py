@@ -291,7 +291,7 @@ def search(
     try:
         live = check_live(db, spec.study_name, join)
         connected = check_latency_nodes(spec)  # before the study is written
-        study = runs.open_study(spec, db, plan.space)
+        study = runs.open_study(spec, db, plan.space, resume)
         with Heartbeat(db, spec.study_name) as heartbeat:
             adopt = bool(spec.fidelity)
             requeued = runs.requeue_orphans(study, plan.space, live, adopt) if resume else None

@@ -139,8 +139,9 @@ def test_an_edited_space_file_is_told_apart_on_resume(tmp_path):
     data["global"]["d_model"]["choices"] = [64, 96]
     space_file.write_text(yaml.safe_dump(data))
 
-    with pytest.raises(RunError, match=r"space .*mine.yaml \(digest \w+\) -> .*mine.yaml"):
+    with pytest.raises(RunError, match=r"space .*mine.yaml \(digest \w+\) -> .*mine.yaml") as err:
         resume("s1", storage=run["storage"], trials=3)
+    assert str(err.value).endswith("; put back the files it was made with, or launch a new --study")
 
 
 def test_paths_are_stored_absolute_and_a_run_file_resolves_them_from_its_folder(

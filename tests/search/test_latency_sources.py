@@ -202,3 +202,32 @@ def test_the_latency_sources_are_part_of_a_studys_identity(tmp_path, accuracy_ta
         launch(**run(tmp_path, accuracy_table, "measured", trials=4))
     resumed = launch(**run(tmp_path, accuracy_table, f"table:{edge_table}", trials=3))
     assert resumed.progress.finished == 3
+
+
+def test_a_table_calibrated_again_in_place_is_refused_on_resume(
+    tmp_path, accuracy_table, edge_table
+):
+    path = tmp_path / "phone.json"
+    table = LatencyTable.load(edge_table)
+    table.save(path)
+    settings = run(tmp_path, accuracy_table, f"phone=table:{path}", trials=2)
+    launch(**settings)
+    stored = optuna.load_study(study_name="edge", storage=settings["storage"])
+    before = [t.number for t in stored.get_trials()]
+
+    table.entries = {key: 2 * ms for key, ms in table.entries.items()}  # calibrated again
+    table.save(path)
+    refused = runner.invoke(app, ["search", "resume", "edge", "--trials", "4", "--storage",
+                                  settings["storage"]])  # fmt: skip
+    assert refused.exit_code == 2
+    assert refused.output.count("\n") == 1
+    assert (
+        f"latency table phone changed (digest {LatencyTable.load(edge_table).digest} -> "
+        f"{table.digest}); put back the files it was made with, or launch a new --study"
+        in refused.output
+    )
+    stored = optuna.load_study(study_name="edge", storage=settings["storage"])
+    assert [t.number for t in stored.get_trials()] == before  # nothing written
+
+    LatencyTable.load(edge_table).save(path)  # the table the study was made with, back
+    assert launch(**settings | {"trials": 4}).progress.finished == 4

@@ -27,6 +27,7 @@ True
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -207,6 +208,13 @@ class LatencyTable:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of SHA-256 over the table's content (`to_json`), not its file name or
+        layout: a study on `--latency table:FILE` keeps it, so a table calibrated again in
+        place is told apart."""
+        return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
     @classmethod
     def from_json(cls, text: str) -> LatencyTable:

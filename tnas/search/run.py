@@ -365,12 +365,23 @@ def identity(spec: RunSpec, space: DesignSpace) -> dict:
     sources = [source.text for source in spec.latency_sources]
     if sources != ["local=measured"]:  # the default is left out: older studies match it
         fixed["latency"] = sources
+    tables = [source for source in spec.latency_sources if source.kind == "table"]
+    if tables:  # the file's content, not only its path: a table calibrated again differs
+        from tnas.predictors.latency import LatencyTable
+
+        fixed["latency_tables"] = {
+            source.name: LatencyTable.load(source.target).digest for source in tables
+        }
     return fixed
 
 
-def check_identity(name: str, stored: StudySettings, fixed: dict, space: str = "?") -> None:
+def check_identity(
+    name: str, stored: StudySettings, fixed: dict, space: str = "?", resume: bool = False
+) -> None:
     """`RunError`, one line naming each setting that differs from those the study was created
-    with. A study made before identities were stored is checked on its objectives only."""
+    with. A study made before identities were stored is checked on its objectives only. On a
+    `resume` the differences come from files changed since (the space file, a latency table),
+    and the line says to put them back."""
     if not stored.identity:
         return
     differences = []
@@ -383,11 +394,24 @@ def check_identity(name: str, stored: StudySettings, fixed: dict, space: str = "
             now = f"{space} (digest {now})"
         if key == "latency":  # the default is not stored: it reads as what it is
             was, now = was or ["local=measured"], now or ["local=measured"]
+        if key == "latency_tables":
+            if was is None or now is None:  # made before tables' digests; or `latency` says
+                continue
+            differences += [
+                f"latency table {table} changed (digest {was.get(table)} -> {digest})"
+                for table, digest in now.items()
+                if table in was and was[table] != digest
+            ]
+            continue
         differences.append(f"{key} {_text(was)} -> {_text(now)}")
     if differences:
+        remedy = (
+            "put back the files it was made with, or launch a new --study"
+            if resume
+            else f"launch a new --study, or continue it with `tnas search resume {name}`"
+        )
         raise RunError(
-            f"study {name!r} was created with other settings: {'; '.join(differences)}; "
-            f"launch a new --study, or continue it with `tnas search resume {name}`"
+            f"study {name!r} was created with other settings: {'; '.join(differences)}; {remedy}"
         )
 
 
@@ -511,12 +535,12 @@ def read_pool(path: str, space: DesignSpace) -> list[ArchConfig]:
     return configs
 
 
-def open_study(spec: RunSpec, db, space: DesignSpace):
+def open_study(spec: RunSpec, db, space: DesignSpace, resume: bool = False):
     """Create the study, or open it after checking that `spec` has its identity (objectives,
     space, task, ...; `check_identity`), in one `RunError` line before anything is written.
     The settings are stored as a user attribute, the run's (budget, workers, sampler, ...)
     replaced by those of this launch so that `resume` goes on with them. `space` is handed to
-    samplers that need it (`linas`)."""
+    samplers that need it (`linas`); `resume` says the run is a `tnas search resume`."""
     import optuna
 
     objectives = spec.parsed_objectives
@@ -528,7 +552,7 @@ def open_study(spec: RunSpec, db, space: DesignSpace):
         if list(stored.objectives) != objectives:
             texts = ", ".join(objective.text for objective in stored.objectives)
             raise RunError(f"study {name!r} exists with objectives {texts}")
-        check_identity(name, stored, fixed, spec.space)
+        check_identity(name, stored, fixed, spec.space, resume)
     # A driver joining a study that already has trials (a resume, a second driver) seeds its
     # sampler past them, so that it does not propose what the first one proposes.
     existing = trials_in_study(storage, name)
