@@ -130,7 +130,8 @@ def test_resume_beside_a_live_driver_leaves_that_drivers_trials_running(run):
     assert frozen.user_attrs["reason"] == "orphaned"
 
 
-def test_resume_reruns_interrupted_trials(run):
+@pytest.mark.parametrize("reason", ["interrupted", "profile_failed"])
+def test_resume_reruns_interrupted_and_unprofiled_trials(run, reason):
     launch(**run)
     study = optuna.load_study(study_name="s1", storage=run["storage"])
     done = {t.user_attrs["config_hash"] for t in study.get_trials()}
@@ -144,10 +145,10 @@ def test_resume_reruns_interrupted_trials(run):
     trial = study.ask()
     trial.set_user_attr("config", cut.to_dict())
     trial.set_user_attr("config_hash", cut.hash)
-    trial.set_user_attr("reason", "interrupted")
+    trial.set_user_attr("reason", reason)
     study.tell(trial, state=TrialState.FAIL)
 
-    result = resume("s1", storage=run["storage"], trials=5)
+    result = resume("s1", storage=run["storage"], trials=6)
 
     assert result.progress.requeued == 1
     completed = [t for t in study.get_trials() if t.state == TrialState.COMPLETE]

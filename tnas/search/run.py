@@ -614,10 +614,11 @@ def requeue_orphans(
 ) -> int:
     """Make a study whole after its driver died or was stopped: RUNNING trials of drivers not
     in `live` (ids of live drivers) are failed, `orphaned`; then the config of every trial cut
-    short (`orphaned` or `interrupted`, `RERUN`) is queued again, unless it was evaluated
-    since, is running, or is queued already. Returns how many configs were queued. With
-    `adopt_rungs` (a multi-fidelity run) the RUNNING trials that train in rungs are left
-    running: the driver adopts them (`tnas.search.multifidelity`)."""
+    short (`orphaned` or `interrupted`) or not profiled (`profile_failed`), the reasons in
+    `RERUN`, is queued again, unless it was evaluated since, is running, or is queued already.
+    Returns how many configs were queued. With `adopt_rungs` (a multi-fidelity run) the
+    RUNNING trials that train in rungs are left running: the driver adopts them
+    (`tnas.search.multifidelity`)."""
     from optuna.trial import Trial, TrialState
 
     for frozen in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):

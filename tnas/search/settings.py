@@ -36,8 +36,10 @@ NOT_EVALUATED = frozenset(
         "other_device",
     }
 )
-# Reasons whose config `tnas search resume` queues again: the trial was cut, not judged.
-RERUN = frozenset({"orphaned", "interrupted"})
+# Reasons whose config `tnas search resume` queues again: the trial was cut, not judged; or
+# trained but not profiled, its target device gone (`profile_failed` counts against the
+# budget, so that a search whose device stays gone ends; a resume tries its configs again).
+RERUN = frozenset({"orphaned", "interrupted", "profile_failed"})
 
 
 def direction_of(text: object) -> str:

@@ -38,7 +38,7 @@ import numpy as np
 
 from tnas.search.pareto import pareto_front, to_minimization
 from tnas.search.reference import usable_metric
-from tnas.search.settings import NOT_EVALUATED
+from tnas.search.settings import NOT_EVALUATED, RERUN
 
 
 @dataclass
@@ -62,7 +62,8 @@ class StudyView:
       values are all usable (`usable_metric`), and `usable_values()` their values as an array;
     - `evaluated` and `failed`: the counts of evaluated trials (completed, or failed other than
       for a reason in `NOT_EVALUATED`) and of failed ones among them;
-    - `failed_configs`: the hashes of the configs whose evaluation failed.
+    - `failed_configs`: the hashes of the configs whose evaluation failed, but for a reason
+      in `RERUN` (a config not profiled, its target device gone, may be tried again).
 
     The containers are the view's own, updated in place by `refresh`: read them, do not
     change them.
@@ -136,7 +137,8 @@ class StudyView:
         elif state == TrialState.FAIL and attrs.get("reason") not in NOT_EVALUATED:
             self.evaluated += 1
             self.failed += 1
-            self.failed_configs.add(digest)
+            if attrs.get("reason") not in RERUN:  # a resume tries those configs again
+                self.failed_configs.add(digest)
 
     def _add_usable(self, member: Member) -> None:
         at = bisect.bisect(self.usable, member.number, key=_number)
