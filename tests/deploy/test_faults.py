@@ -11,6 +11,7 @@ import shutil
 import signal
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import optuna
@@ -273,6 +274,9 @@ def small_disk(tmp_path):
         disk.remove()
 
 
+PAGES = ("page_count", "page_size")
+
+
 def test_a_full_disk_fails_in_one_line_and_the_study_resumes_intact(
     drivers, replay_table, tmp_path, small_disk
 ):
@@ -283,7 +287,9 @@ def test_a_full_disk_fails_in_one_line_and_the_study_resumes_intact(
     assert first.wait() == 130, first.stderr
     before = {trial.number: trial.values for trial in evaluated(str(made), "full")}
 
-    disk = small_disk(made.stat().st_size + 160 * 1024)
+    with closing(sqlite3.connect(made)) as connection:  # what the write-ahead log holds too
+        pages, page_size = (connection.execute(f"PRAGMA {p}").fetchone()[0] for p in PAGES)
+    disk = small_disk(pages * page_size + 160 * 1024)
     path = disk.folder / "search.db"
     with sqlite3.connect(made) as source, sqlite3.connect(path) as copy:
         source.backup(copy)  # a consistent copy, what the write-ahead log holds included
