@@ -14,7 +14,6 @@ Correctness only: the timings are `bench/driver.py`'s.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import math
 import sqlite3
@@ -26,6 +25,7 @@ from optuna.storages._rdb import models
 from optuna.trial import TrialState
 from sqlalchemy import select, text
 
+from tests.search.test_samplers import SPACE, every_config
 from tnas.launch import launch
 from tnas.search import run as runs
 from tnas.search.db import Database
@@ -50,20 +50,6 @@ ATTRS = {
     "big": 1e300,
 }
 CONSTRAINTS = {"params <= 2e6": -12.5, "latency_ms <= 5": 0.0}
-SPACE = {
-    "name": "tiny",
-    "global": {
-        "d_model": {"choices": [32, 64]},
-        "n_layers": {"low": 1, "high": 3},
-        "vocab_size": 64,
-        "max_seq_len": 32,
-    },
-    "shared": {"n_heads": 4},
-    "per_layer": {
-        "mixer": {"choices": ["attention", "linear_attention", "retention"]},
-        "ffn_dim": {"choices": [64, 128]},
-    },
-}
 OBJECTIVES = ["accuracy:max", "latency_ms:min"]
 TRIALS = 30
 # The attributes of a trial the driver evaluated: the claim, then the report.
@@ -206,19 +192,6 @@ def test_store_updates_the_trial_object_as_set_user_attr_does(tmp_path):
     with pytest.raises(ValueError, match="NaN"):  # as `set_constraint` refuses it
         driver.store(trial, {}, {"params <= 2e6": math.nan})
     db.close()
-
-
-def every_config(space: DesignSpace) -> list[ArchConfig]:
-    """Every config of the tiny space, enumerated knob by knob."""
-    configs = []
-    for d_model, n_layers in itertools.product(space.values("d_model"), space.values("n_layers")):
-        cells = itertools.product(space.values("mixer"), space.values("ffn_dim"))
-        for layers in itertools.product(list(cells), repeat=n_layers):
-            flat = {"d_model": d_model, "n_layers": n_layers}
-            for i, (mixer, ffn_dim) in enumerate(layers):
-                flat |= {f"layer{i}.mixer": mixer, f"layer{i}.ffn_dim": ffn_dim}
-            configs.append(space.from_flat(flat))
-    return configs
 
 
 @pytest.fixture(scope="module")
