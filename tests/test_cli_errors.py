@@ -334,3 +334,10 @@ def test_bracketed_defaults_survive_the_help_markup():
     for command in (["train"], ["profile"]):
         help_text = cli(*command, "--help", env={"COLUMNS": "80"}).stdout
         assert "[default: cpu]" in help_text
+
+
+def test_a_misspelt_preset_space_is_named_as_such_in_a_search(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["search", "launch", "--space", "primre", "--trials", "2", "--storage", "s.db"]
+    one_error_line(runner.invoke(app, args), "primre: unknown preset; valid: primer")
+    assert not (tmp_path / "s.db").exists()

@@ -295,8 +295,9 @@ def absolute_path(key: str, value, folder: Path):
         if kind != "replay" or not table:
             return value
         return f"replay:{absolute_path('pool', table, folder)}{comma}{options}"
-    if key == "space" and "/" not in value and value in PRESETS:
-        return value
+    bare = "/" not in value and not value.endswith((".yaml", ".yml"))
+    if key == "space" and bare and (value in PRESETS or not (folder / value).exists()):
+        return value  # a preset, or a misspelt one that `load_space` names as such
     try:  # by the text alone: the file is checked where it is read, in one line
         return os.path.normpath(os.path.join(folder, os.path.expanduser(value)))
     except (ValueError, KeyError):  # a NUL byte, or ~user of no user
